@@ -1,0 +1,53 @@
+"""Human renderings of command results (tables, summaries); kept out of cli.py to keep it thin."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+
+def models_table(rows: list[dict]) -> Table:
+    table = Table(title="segdeploy models", show_lines=False)
+    table.add_column("name", no_wrap=True)
+    table.add_column("family", no_wrap=True)
+    table.add_column("default input", no_wrap=True)
+    table.add_column("params", justify="right", no_wrap=True)
+    table.add_column("dynamic H/W", no_wrap=True)
+    table.add_column("description", overflow="fold")
+    for row in rows:
+        table.add_row(
+            row["name"],
+            row["family"],
+            row["default_input"],
+            f"{row['parameters'] / 1e6:.1f}M",
+            "yes" if row["dynamic_hw"] else "no",
+            row["description"],
+        )
+    return table
+
+
+def export_summary(result) -> dict:
+    """The export's result as a dict (for --json) with a human `text` rendering."""
+    parity = result.parity
+    entry = result.manifest.artifact("onnx-fp32")
+    data = {
+        "deploy_dir": str(result.directory),
+        "onnx": str(result.onnx_path),
+        "manifest": str(result.directory / "manifest.json"),
+        "sha256": entry["sha256"],
+        "opset": entry["opset"],
+        "inputs": entry["inputs"],
+        "outputs": entry["outputs"],
+        "rewrites": result.rewrites,
+        "parity": parity,
+    }
+    checks = "; ".join(
+        f"{'x'.join(map(str, c['shape']))}: agreement {c['argmax_agreement']:.4%}, "
+        f"max abs err {c['max_abs_error']:.2e}, rel err {c['rel_error']:.2e}"
+        for c in parity["checks"]
+    )
+    lines = [f"[bold green]exported[/] {result.onnx_path} (opset {entry['opset']}, {entry['bytes'] / 1e6:.1f} MB)"]
+    if result.rewrites:
+        lines.append("rewrites: " + "; ".join(result.rewrites))
+    lines.append(f"parity vs PyTorch: {checks}")
+    data["text"] = "\n".join(lines)
+    return data

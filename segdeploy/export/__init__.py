@@ -1,0 +1,229 @@
+"""torch → verified ONNX: load, rewrite blockers, export, infer shapes, simplify, prove parity.
+
+`export_model(request)` is the one entry point; it creates (or replaces, with `force`)
+a deploy directory holding `model.onnx` and `manifest.json`. Nothing is left behind
+when any step fails.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import onnx
+import torch
+
+from segdeploy.atomic import atomic_path, new_directory
+from segdeploy.classes import ClassInfo, load_classes
+from segdeploy.errors import ExportError, SegdeployError, UsageError
+from segdeploy.export.onnx_export import DYNAMIC_AXES, INPUT_NAME, OUTPUT_NAME, torch_to_onnx
+from segdeploy.export.parity import ParityThresholds, prove_parity
+from segdeploy.export.rewrites import rewrite_export_blockers
+from segdeploy.export.simplify import graph_io, infer_shapes, simplify
+from segdeploy.export.wrapper import wrap_for_export
+from segdeploy.manifest import Manifest, tool_versions
+from segdeploy.models.loading import LoadedModel, load_model
+from segdeploy.preprocess import Preprocess
+
+ONNX_FILE = "model.onnx"
+DEFAULT_INPUT = (1, 3, 512, 512)
+
+
+@dataclass
+class ExportRequest:
+    source: str
+    out_dir: Path | None = None
+    input_shape: tuple[int, int, int, int] | None = None
+    opset: int = 11
+    dynamic: set[str] = field(default_factory=set)
+    simplify: bool = True
+    num_classes: int | None = None
+    model_kwargs: dict = field(default_factory=dict)
+    weights: Path | None = None
+    weights_key: str | None = None
+    unsafe_load: bool = False
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    classes_file: Path | None = None
+    thresholds: ParityThresholds = field(default_factory=ParityThresholds)
+    force: bool = False
+
+
+@dataclass
+class ExportResult:
+    directory: Path
+    onnx_path: Path
+    manifest: Manifest
+    parity: dict
+    rewrites: list[str]
+
+
+def parse_input_shape(text: str) -> tuple[int, int, int, int]:
+    """'1x3x512x1024' → (1, 3, 512, 1024)."""
+    parts = re.split(r"[x,×]", text.strip().lower())
+    if len(parts) != 4 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise UsageError(f"malformed --input-shape {text!r}: expected NxCxHxW with positive integers, e.g. 1x3x512x1024")
+    return tuple(int(p) for p in parts)  # type: ignore[return-value]
+
+
+def parse_dynamic(text: str | None) -> set[str]:
+    if not text:
+        return set()
+    names = {p.strip().lower() for p in text.split(",") if p.strip()}
+    if "all" in names:
+        return set(DYNAMIC_AXES)
+    unknown = names - set(DYNAMIC_AXES)
+    if unknown:
+        raise UsageError(f"--dynamic takes a subset of batch,height,width (or all); got {', '.join(sorted(unknown))}")
+    return names
+
+
+def export_model(request: ExportRequest, step: Callable[[str], None] = lambda _: None) -> ExportResult:
+    """Run the whole export; `step` is told what is happening (for progress display)."""
+    step("loading model")
+    loaded = load_model(
+        request.source,
+        num_classes=request.num_classes,
+        model_kwargs=request.model_kwargs,
+        weights=request.weights,
+        weights_key=request.weights_key,
+        unsafe_load=request.unsafe_load,
+    )
+    shape = _input_shape(request, loaded)
+    out_dir = Path(request.out_dir or Path("deploy") / loaded.name)
+    _check_out_dir(out_dir, request.force)
+    old = Manifest.load(out_dir) if Manifest.exists(out_dir) else None
+    with new_directory(out_dir):
+        result = _export_into(request, loaded, shape, out_dir, step)
+    if old is not None:
+        _remove_stale_artifacts(old, keep={ONNX_FILE, "manifest.json"})
+    return result
+
+
+def _export_into(request: ExportRequest, loaded: LoadedModel, shape, out_dir: Path, step) -> ExportResult:
+    model = loaded.module
+    dynamic_hw = bool({"height", "width"} & request.dynamic)
+    rewrites = rewrite_export_blockers(model, dynamic_hw=dynamic_hw) if loaded.kind != "torchscript" else []
+    sample = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    step("checking the model's output")
+    wrapper, logits = wrap_for_export(model, sample)
+    num_classes = int(logits.shape[1])
+    if request.num_classes is not None and request.num_classes != num_classes:
+        raise SegdeployError(f"the model outputs {num_classes} classes but --num-classes is {request.num_classes}")
+    classes = load_classes(request.classes_file) if request.classes_file else ClassInfo.default(num_classes)
+    if classes.num_classes != num_classes:
+        raise SegdeployError(f"{request.classes_file} lists {classes.num_classes} classes but the model outputs {num_classes}")
+
+    step(f"exporting to ONNX (opset {request.opset})")
+    graph = torch_to_onnx(wrapper, sample, opset=request.opset, dynamic=request.dynamic)
+    step("inferring shapes")
+    graph = infer_shapes(graph)
+    if request.simplify:
+        step("simplifying with onnxsim")
+        graph = infer_shapes(simplify(graph))
+    onnx_path = out_dir / ONNX_FILE
+    with atomic_path(onnx_path) as tmp:
+        onnx.save(graph, str(tmp))
+        step("proving parity in onnxruntime")
+        parity = prove_parity(wrapper, tmp, _parity_shapes(shape, request.dynamic, loaded), request.thresholds)
+    manifest = _write_manifest(request, loaded, shape, classes, graph, parity, rewrites, wrapper.upsample, out_dir)
+    return ExportResult(out_dir, onnx_path, manifest, parity, rewrites)
+
+
+def _input_shape(request: ExportRequest, loaded: LoadedModel) -> tuple[int, int, int, int]:
+    spec = _spec_of(loaded)
+    shape = request.input_shape or (spec.default_input if spec else DEFAULT_INPUT)
+    multiple = spec.size_multiple if spec else 1
+    if shape[2] % multiple or shape[3] % multiple:
+        raise UsageError(f"{loaded.name} needs height and width divisible by {multiple}; got {shape[2]}x{shape[3]}")
+    if spec is not None and not spec.dynamic_hw and {"height", "width"} & request.dynamic:
+        raise UsageError(
+            f"{loaded.name} does not support dynamic height/width export",
+            "export one static --input-shape per resolution you deploy",
+        )
+    return shape
+
+
+def _spec_of(loaded: LoadedModel):
+    if loaded.kind != "registry":
+        return None
+    from segdeploy.models import get_spec
+
+    return get_spec(loaded.name)
+
+
+def _parity_shapes(shape, dynamic: set[str], loaded: LoadedModel) -> list[tuple[int, ...]]:
+    """The export shape, plus one other (non-square) shape exercising every dynamic axis."""
+    shapes = [tuple(shape)]
+    if not dynamic:
+        return shapes
+    n, c, h, w = shape
+    spec = _spec_of(loaded)
+    step = max(spec.size_multiple if spec else 1, 16)
+    other = [n + 1 if "batch" in dynamic else n, c, h, w]
+    if "height" in dynamic:
+        other[2] = h + 2 * step
+    if "width" in dynamic:
+        other[3] = w + step
+    if other[2] == other[3]:
+        other[3] += step
+    shapes.append(tuple(other))
+    return shapes
+
+
+def _check_out_dir(out_dir: Path, force: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SegdeployError(f"{out_dir} exists and is not a directory")
+    if Manifest.exists(out_dir) and not force:
+        raise SegdeployError(f"{out_dir} already holds an export", "pass --force to replace it, or choose another -o/--out")
+    if out_dir.is_dir() and not Manifest.exists(out_dir) and any(out_dir.iterdir()) and not force:
+        raise SegdeployError(f"{out_dir} is not empty and is not a deploy directory", "choose another -o/--out")
+
+
+def _remove_stale_artifacts(old: Manifest, keep: set[str]) -> None:
+    for entry in old.artifacts.values():
+        if entry.get("file") not in keep:
+            target = old.directory / entry["file"]
+            if target.is_dir():
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                target.unlink(missing_ok=True)
+
+
+def _write_manifest(request, loaded, shape, classes, graph, parity, rewrites, upsampled, out_dir) -> Manifest:
+    io = graph_io(graph)
+    manifest = Manifest.new(
+        out_dir,
+        model={
+            "name": loaded.name,
+            "source": loaded.source,
+            "source_kind": loaded.kind,
+            "num_classes": classes.num_classes,
+            "model_kwargs": request.model_kwargs,
+            "weights": str(request.weights) if request.weights else None,
+            "weights_ignored_keys": loaded.info.get("weights_ignored_keys", []),
+            "rewrites": rewrites,
+            "upsampled_output": upsampled,
+        },
+        input={"name": INPUT_NAME, "shape": list(shape), "dtype": "float32", "dynamic_axes": sorted(request.dynamic)},
+        output={"name": OUTPUT_NAME, "dtype": "float32", "layout": "NCHW"},
+        preprocess=request.preprocess.to_dict(),
+        classes=classes.to_dict(),
+    )
+    manifest.add_artifact(
+        "onnx-fp32",
+        ONNX_FILE,
+        kind="onnx",
+        precision="fp32",
+        backend="onnxruntime",
+        opset=request.opset,
+        simplified=request.simplify,
+        inputs=io["inputs"],
+        outputs=io["outputs"],
+        parity=parity,
+        tool_versions=tool_versions("torch", "torchvision", "onnx", "onnxruntime", "onnxsim"),
+    )
+    manifest.save()
+    return manifest

@@ -1,0 +1,60 @@
+"""Name the operator and the module behind an export failure.
+
+The legacy exporter says *which* ATen operator it cannot convert, not *where* it is.
+We re-run the model eagerly under a TorchFunctionMode that records, for every torch
+function called, the qualified name of the innermost module running at that moment.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+_OPERATOR_PATTERNS = (
+    r"operator '(?:aten::)?([\w.]+)'",
+    r"Exporting the operator '?(?:aten::)?([\w.]+)'?",
+    r"aten::([\w.]+)",
+)
+
+
+def operator_from_error(message: str) -> str | None:
+    for pattern in _OPERATOR_PATTERNS:
+        match = re.search(pattern, message)
+        if match:
+            return match.group(1)
+    return None
+
+
+class _CallRecorder(TorchFunctionMode):
+    def __init__(self, stack: list[str], wanted: str):
+        super().__init__()
+        self.stack, self.wanted, self.found = stack, wanted, []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if self.stack and name.lstrip("_").startswith(self.wanted.lstrip("_")):
+            self.found.append(self.stack[-1])
+        return func(*args, **(kwargs or {}))
+
+
+def modules_calling(model: nn.Module, sample: torch.Tensor, operator: str) -> list[str]:
+    """Qualified names (with class) of the modules in which `operator` is called."""
+    stack: list[str] = []
+    handles = []
+    for name, module in model.named_modules():
+        label = f"{name or '<root>'} ({type(module).__name__})"
+        handles.append(module.register_forward_pre_hook(lambda m, a, label=label: stack.append(label)))
+        handles.append(module.register_forward_hook(lambda m, a, o: stack.pop()))
+    recorder = _CallRecorder(stack, operator)
+    try:
+        with torch.no_grad(), recorder:
+            model(sample)
+    except Exception:  # the diagnosis must never hide the original failure
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return list(dict.fromkeys(recorder.found))

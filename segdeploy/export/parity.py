@@ -1,0 +1,104 @@
+"""The parity proof: the exported graph, run in onnxruntime, must reproduce PyTorch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from segdeploy.errors import ParityError
+
+
+@dataclass(frozen=True)
+class ParityThresholds:
+    min_agreement: float = 0.999  # argmax agreement, fraction of pixels
+    max_rel_error: float = 1e-3  # max abs error / range of the PyTorch logits
+
+
+def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> dict:
+    """Max abs error, error relative to the reference's logit range, argmax agreement."""
+    if reference.shape != candidate.shape:
+        return {"shape_mismatch": [list(reference.shape), list(candidate.shape)], "argmax_agreement": 0.0}
+    diff = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
+    span = float(reference.max() - reference.min()) or 1.0
+    agreement = float(np.mean(reference.argmax(axis=1) == candidate.argmax(axis=1)))
+    max_abs = float(diff.max()) if diff.size else 0.0
+    return {"max_abs_error": max_abs, "rel_error": max_abs / span, "argmax_agreement": agreement}
+
+
+def ort_session(onnx_path, threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+
+def prove_parity(
+    model: nn.Module,
+    onnx_path,
+    shapes: list[tuple[int, ...]],
+    thresholds: ParityThresholds,
+    *,
+    input_name: str = "input",
+    seed: int = 20251123,
+) -> dict:
+    """Run PyTorch and onnxruntime on fresh random inputs of each shape; raise ParityError on failure."""
+    session = ort_session(onnx_path)
+    generator = torch.Generator().manual_seed(seed)
+    checks = []
+    for shape in shapes:
+        sample = torch.randn(*shape, generator=generator)
+        with torch.no_grad():
+            reference = model(sample).numpy()
+        try:
+            candidate = session.run(None, {input_name: sample.numpy()})[0]
+        except Exception as exc:  # onnxruntime raises its own exception types
+            first = str(exc).strip().splitlines()[0][:300]
+            raise ParityError(
+                f"the exported graph cannot run at input {_fmt(shape)}: {first}",
+                "the model fixes a size internally; export with a static --input-shape (no --dynamic height,width)",
+            ) from None
+        checks.append({"shape": list(shape), **compare_logits(reference, candidate)})
+    report = _summarise(checks, thresholds)
+    if not report["passed"]:
+        worst = min(checks, key=lambda c: c.get("argmax_agreement", 0.0))
+        raise ParityError(_failure_message(worst, thresholds), "the graph does not compute what the model does")
+    return report
+
+
+def _summarise(checks: list[dict], thresholds: ParityThresholds) -> dict:
+    ok = all(
+        "shape_mismatch" not in c
+        and c["argmax_agreement"] >= thresholds.min_agreement
+        and c["rel_error"] <= thresholds.max_rel_error
+        for c in checks
+    )
+    return {
+        "passed": ok,
+        "min_argmax_agreement": min(c.get("argmax_agreement", 0.0) for c in checks),
+        "max_abs_error": max(c.get("max_abs_error", float("inf")) for c in checks),
+        "max_rel_error": max(c.get("rel_error", float("inf")) for c in checks),
+        "thresholds": {"min_agreement": thresholds.min_agreement, "max_rel_error": thresholds.max_rel_error},
+        "checks": checks,
+    }
+
+
+def _failure_message(check: dict, thresholds: ParityThresholds) -> str:
+    shape = _fmt(check["shape"])
+    if "shape_mismatch" in check:
+        ref, got = check["shape_mismatch"]
+        return f"parity failed at input {shape}: ONNX output shape {_fmt(got)} != PyTorch {_fmt(ref)}"
+    return (
+        f"parity failed at input {shape}: argmax agreement {check['argmax_agreement']:.4%} "
+        f"(min {thresholds.min_agreement:.2%}), relative error {check['rel_error']:.2e} "
+        f"(max {thresholds.max_rel_error:.0e}), max abs error {check['max_abs_error']:.3g}"
+    )
+
+
+def _fmt(shape) -> str:
+    return "x".join(str(int(d)) for d in shape)

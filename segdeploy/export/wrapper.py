@@ -1,0 +1,62 @@
+"""Normalise any segmentation model's output to one tensor: logits, N×C×H×W at input size."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segdeploy.errors import ExportError
+
+
+def pick_logits(output) -> torch.Tensor:
+    """torchvision's {"out", "aux"} dict → "out"; a tuple/list → its first item; a tensor → itself."""
+    if isinstance(output, dict):
+        if "out" in output:
+            return output["out"]
+        if not output:
+            raise ExportError("the model returned an empty dict; segdeploy needs N×C×H×W logits")
+        return next(iter(output.values()))
+    if isinstance(output, (tuple, list)):
+        if not output:
+            raise ExportError("the model returned an empty sequence; segdeploy needs N×C×H×W logits")
+        return pick_logits(output[0])
+    if torch.is_tensor(output):
+        return output
+    raise ExportError(f"the model returned {type(output).__name__}; segdeploy needs N×C×H×W logits")
+
+
+class LogitsModel(nn.Module):
+    """Wraps a model so that it has one output, `logits`, at the input's resolution.
+
+    Auxiliary heads are dropped. A model whose logits are smaller than its input (an
+    encoder at stride 8 with no final upsampling) gets a bilinear upsampling appended,
+    which is recorded in the manifest (`upsampled_output`).
+    """
+
+    def __init__(self, model: nn.Module, upsample: bool = False):
+        super().__init__()
+        self.model = model
+        self.upsample = upsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = pick_logits(self.model(x))
+        if self.upsample:
+            logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return logits
+
+
+def wrap_for_export(model: nn.Module, sample: torch.Tensor) -> tuple[LogitsModel, torch.Tensor]:
+    """Check the model's output on `sample`; return the wrapper and its eager logits."""
+    with torch.no_grad():
+        logits = pick_logits(model(sample))
+    if logits.ndim != 4 or logits.shape[0] != sample.shape[0]:
+        raise ExportError(
+            f"the model's output has shape {list(logits.shape)}; segdeploy needs logits N×C×H×W "
+            f"for input {list(sample.shape)}"
+        )
+    wrapper = LogitsModel(model, upsample=tuple(logits.shape[-2:]) != tuple(sample.shape[-2:]))
+    if wrapper.upsample:
+        with torch.no_grad():
+            logits = wrapper(sample)
+    return wrapper.eval(), logits
