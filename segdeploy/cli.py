@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from segdeploy import __version__
-from segdeploy.console import Steps, emit, stdout, user_errors
+from segdeploy.console import Steps, emit, quiet_library_warnings, stdout, user_errors
 
 app = typer.Typer(
     name="segdeploy",
@@ -113,7 +113,7 @@ def export_command(
         )
         with Steps(quiet=as_json) as steps:
             result = export_model(request, step=steps)
-        summary = export_summary(result)
+        summary = export_summary(result, steps.timings)
         emit(summary, as_json, lambda: stdout.print(summary["text"], highlight=False))
 
 
@@ -127,6 +127,7 @@ def _floats(text: str, option: str) -> tuple[float, ...]:
 
 
 def main() -> None:
+    quiet_library_warnings()
     app()
 
 

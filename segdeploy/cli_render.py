@@ -25,7 +25,7 @@ def models_table(rows: list[dict]) -> Table:
     return table
 
 
-def export_summary(result) -> dict:
+def export_summary(result, timings: dict[str, float]) -> dict:
     """The export's result as a dict (for --json) with a human `text` rendering."""
     parity = result.parity
     entry = result.manifest.artifact("onnx-fp32")
@@ -39,6 +39,7 @@ def export_summary(result) -> dict:
         "outputs": entry["outputs"],
         "rewrites": result.rewrites,
         "parity": parity,
+        "timings_s": timings,
     }
     checks = "; ".join(
         f"{'x'.join(map(str, c['shape']))}: agreement {c['argmax_agreement']:.4%}, "
@@ -49,5 +50,6 @@ def export_summary(result) -> dict:
     if result.rewrites:
         lines.append("rewrites: " + "; ".join(result.rewrites))
     lines.append(f"parity vs PyTorch: {checks}")
+    lines.append("time: " + ", ".join(f"{name} {sec:.1f}s" for name, sec in timings.items()))
     data["text"] = "\n".join(lines)
     return data

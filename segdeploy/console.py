@@ -35,28 +35,48 @@ def user_errors() -> Iterator[None]:
 
 
 class Steps:
-    """Prints each step of a long job with its duration (stderr), silent under --json."""
+    """Shows the step in progress as a transient spinner on an interactive stderr; records timings.
+
+    Nothing is printed when stderr is not a terminal (CI logs, pipes) or under --json, so
+    a failure there shows exactly one line: the error.
+    """
 
     def __init__(self, quiet: bool = False):
-        self.quiet = quiet
+        self.live = not quiet and stderr.is_terminal
+        self.timings: dict[str, float] = {}
         self._name: str | None = None
         self._start = 0.0
+        self._status = None
 
     def __call__(self, name: str) -> None:
         self._finish()
         self._name, self._start = name, time.perf_counter()
+        if self._status is not None:
+            self._status.update(f"{name} …")
 
     def _finish(self) -> None:
-        if self._name and not self.quiet:
-            stderr.print(f"  [green]✓[/] {self._name} [dim]({time.perf_counter() - self._start:.1f}s)[/]", highlight=False)
+        if self._name:
+            self.timings[self._name] = round(time.perf_counter() - self._start, 2)
         self._name = None
 
     def __enter__(self) -> "Steps":
+        if self.live:
+            self._status = stderr.status("starting …")
+            self._status.__enter__()
         return self
 
-    def __exit__(self, exc_type, *_) -> None:
-        if exc_type is None:
-            self._finish()
+    def __exit__(self, *exc) -> None:
+        self._finish()
+        if self._status is not None:
+            self._status.__exit__(*exc)
+
+
+def quiet_library_warnings() -> None:
+    """torch/onnx emit deprecation and tracer warnings users cannot act on; SEGDEPLOY_DEBUG shows them."""
+    if not debug_enabled():
+        import warnings
+
+        warnings.simplefilter("ignore")
 
 
 def emit(data: Any, as_json: bool, render: Callable[[], None]) -> None:

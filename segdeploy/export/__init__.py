@@ -128,7 +128,7 @@ def _export_into(request: ExportRequest, loaded: LoadedModel, shape, out_dir: Pa
         onnx.save(graph, str(tmp))
         step("proving parity in onnxruntime")
         parity = prove_parity(wrapper, tmp, _parity_shapes(shape, request.dynamic, loaded), request.thresholds)
-    manifest = _write_manifest(request, loaded, shape, classes, graph, parity, rewrites, wrapper.upsample, out_dir)
+    manifest = _write_manifest(request, loaded, shape, classes, graph, parity, rewrites, bool(getattr(wrapper, "upsample", False)), out_dir)
     return ExportResult(out_dir, onnx_path, manifest, parity, rewrites)
 
 
@@ -167,8 +167,8 @@ def _parity_shapes(shape, dynamic: set[str], loaded: LoadedModel) -> list[tuple[
         other[2] = h + 2 * step
     if "width" in dynamic:
         other[3] = w + step
-    if other[2] == other[3]:
-        other[3] += step
+    if other[2] == other[3]:  # keep it non-square (an H/W swap must show), moving only a dynamic axis
+        other[2 if "height" in dynamic else 3] += step
     shapes.append(tuple(other))
     return shapes
 

@@ -1,8 +1,8 @@
 """Name the operator and the module behind an export failure.
 
 The legacy exporter says *which* ATen operator it cannot convert, not *where* it is.
-We re-run the model eagerly under a TorchFunctionMode that records, for every torch
-function called, the qualified name of the innermost module running at that moment.
+We re-run the model eagerly under a TorchDispatchMode that records, for every ATen
+operator called, the qualified name of the innermost module running at that moment.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import re
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 _OPERATOR_PATTERNS = (
     r"operator '(?:aten::)?([\w.]+)'",
@@ -28,16 +28,22 @@ def operator_from_error(message: str) -> str | None:
     return None
 
 
-class _CallRecorder(TorchFunctionMode):
+class _CallRecorder(TorchDispatchMode):
     def __init__(self, stack: list[str], wanted: str):
         super().__init__()
-        self.stack, self.wanted, self.found = stack, wanted, []
+        self.stack, self.wanted, self.found = stack, wanted.lstrip("_"), []
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        name = getattr(func, "__name__", "")
-        if self.stack and name.lstrip("_").startswith(self.wanted.lstrip("_")):
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        # ATen names carry overloads and dimensions ("grid_sampler_2d.default") that the
+        # exporter's message leaves out ("grid_sampler"): match on the prefix.
+        name = func.name().split("::")[-1].split(".")[0].lstrip("_")
+        if self.stack and name.startswith(self.wanted):
             self.found.append(self.stack[-1])
         return func(*args, **(kwargs or {}))
+
+
+def _pop(stack: list[str]) -> None:
+    stack.pop()  # returns None: a forward hook's return value would replace the module's output
 
 
 def modules_calling(model: nn.Module, sample: torch.Tensor, operator: str) -> list[str]:
@@ -47,7 +53,7 @@ def modules_calling(model: nn.Module, sample: torch.Tensor, operator: str) -> li
     for name, module in model.named_modules():
         label = f"{name or '<root>'} ({type(module).__name__})"
         handles.append(module.register_forward_pre_hook(lambda m, a, label=label: stack.append(label)))
-        handles.append(module.register_forward_hook(lambda m, a, o: stack.pop()))
+        handles.append(module.register_forward_hook(lambda m, a, o: _pop(stack)))
     recorder = _CallRecorder(stack, operator)
     try:
         with torch.no_grad(), recorder:

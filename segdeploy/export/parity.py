@@ -53,8 +53,15 @@ def prove_parity(
     checks = []
     for shape in shapes:
         sample = torch.randn(*shape, generator=generator)
-        with torch.no_grad():
-            reference = model(sample).numpy()
+        try:
+            with torch.no_grad():
+                reference = model(sample).numpy()
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0][:200]
+            raise ParityError(
+                f"the model itself cannot run at input {_fmt(shape)} in PyTorch ({first})",
+                "it does not support dynamic height/width; export a static --input-shape",
+            ) from None
         try:
             candidate = session.run(None, {input_name: sample.numpy()})[0]
         except Exception as exc:  # onnxruntime raises its own exception types

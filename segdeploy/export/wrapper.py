@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segdeploy.errors import ExportError
+from segdeploy.export.scripted import ScriptedDict, ScriptedFirst, ScriptedTensor
 
 
 def pick_logits(output) -> torch.Tensor:
@@ -46,17 +47,36 @@ class LogitsModel(nn.Module):
         return logits
 
 
-def wrap_for_export(model: nn.Module, sample: torch.Tensor) -> tuple[LogitsModel, torch.Tensor]:
-    """Check the model's output on `sample`; return the wrapper and its eager logits."""
+def _script_adapter(model: torch.jit.ScriptModule, output, upsample: bool) -> nn.Module:
+    """TorchScript models cannot be traced inside a Python wrapper: script a typed adapter instead."""
+    if torch.is_tensor(output):
+        adapter = ScriptedTensor(model, upsample)
+    elif isinstance(output, dict):
+        adapter = ScriptedDict(model, upsample, "out" if "out" in output else next(iter(output)))
+    else:
+        adapter = ScriptedFirst(model, upsample)
+    try:
+        return torch.jit.script(adapter)
+    except Exception as exc:  # TorchScript compilation errors have many types
+        raise ExportError(f"cannot adapt the TorchScript model's output ({type(output).__name__}): {exc}") from None
+
+
+def wrap_for_export(model: nn.Module, sample: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:
+    """Check the model's output on `sample`; return the one-output wrapper and its eager logits."""
     with torch.no_grad():
-        logits = pick_logits(model(sample))
+        output = model(sample)
+        logits = pick_logits(output)
     if logits.ndim != 4 or logits.shape[0] != sample.shape[0]:
         raise ExportError(
             f"the model's output has shape {list(logits.shape)}; segdeploy needs logits N×C×H×W "
             f"for input {list(sample.shape)}"
         )
-    wrapper = LogitsModel(model, upsample=tuple(logits.shape[-2:]) != tuple(sample.shape[-2:]))
-    if wrapper.upsample:
+    upsample = tuple(logits.shape[-2:]) != tuple(sample.shape[-2:])
+    if isinstance(model, torch.jit.ScriptModule):
+        wrapper = _script_adapter(model, output, upsample)
+    else:
+        wrapper = LogitsModel(model, upsample=upsample)
+    if upsample:
         with torch.no_grad():
             logits = wrapper(sample)
     return wrapper.eval(), logits

@@ -80,18 +80,17 @@ def load_model(
 
 
 def _resolve(source: str, kwargs: dict) -> LoadedModel:
+    from segdeploy.models import REGISTRY, get_spec
+
     target, sep, attr = source.rpartition(":")
     if sep and attr.isidentifier() and (target.endswith(".py") or _looks_like_module(target)):
         factory = _import_factory(target, attr)
         module = _call_factory(factory, source, kwargs)
         return LoadedModel(module, source, "factory", attr)
     path = Path(source)
-    if path.suffix and (path.exists() or "/" in source or path.suffix in (".pt", ".pth", ".ts", ".torchscript")):
-        module = _load_torchscript(path)
-        return LoadedModel(module, source, "torchscript", path.stem)
-    from segdeploy.models import get_spec
-
-    spec = get_spec(source)
+    if source not in REGISTRY and (path.suffix or path.exists()):
+        return LoadedModel(_load_torchscript(path), source, "torchscript", path.stem)
+    spec = get_spec(source)  # an unknown name raises, listing the valid ones
     return LoadedModel(spec.build(**kwargs), source, "registry", spec.name)
 
 
@@ -139,7 +138,9 @@ def _call_factory(factory, source: str, kwargs: dict) -> nn.Module:
 
 def _load_torchscript(path: Path) -> nn.Module:
     if not path.is_file():
-        raise SegdeployError(f"model file not found: {path}")
+        raise SegdeployError(f"model file not found: {path}", "give a registry name (see `segdeploy models`), file.py:Factory or a TorchScript file")
+    if path.suffix.lower() == ".onnx":
+        raise SegdeployError(f"{path} is already an ONNX graph; export takes the PyTorch model", "pass the TorchScript file or the model's factory")
     if not zipfile.is_zipfile(path):
         raise SegdeployError(f"{path} is not a TorchScript archive", "name a registry model and pass the checkpoint with --weights")
     try:

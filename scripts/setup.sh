@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Create .venv (if needed) and install segdeploy into it. Usage: scripts/setup.sh [extras]
+#   scripts/setup.sh          runtime install
+#   scripts/setup.sh dev      + test tools and tensorrt-rtx (CPU-only TensorRT builder)
+# PyTorch is installed first, pinned to the CPU-usable build this project is tested with
+# (pip takes it from the machine's local wheel cache where there is one). Where the venv
+# already has a torch (e.g. a Jetson's JetPack wheel), it is kept.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-}"
+python="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+if ! .venv/bin/python -c "import torch, torchvision" 2>/dev/null; then
+  .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
+fi
+if [ -n "$extras" ]; then
+  .venv/bin/python -m pip install -q -e ".[$extras]"
+else
+  .venv/bin/python -m pip install -q -e .
+fi
