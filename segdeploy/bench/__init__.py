@@ -1,0 +1,1 @@
+"""Benchmarks: latency harness, accuracy and drift, gates, reports."""

@@ -1,0 +1,57 @@
+"""The latency statistics against a known distribution, timed by a fake clock (no real sleeps)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from segdeploy.bench.latency import summarize, time_calls
+from segdeploy.errors import UsageError
+
+
+class FakeClock:
+    """A nanosecond clock that each call of the timed function advances by the next known latency."""
+
+    def __init__(self, latencies_ms):
+        self.now = 0
+        self.latencies = list(latencies_ms)
+        self.calls = 0
+
+    def __call__(self) -> int:
+        return self.now
+
+    def work(self) -> None:
+        self.now += int(self.latencies[self.calls % len(self.latencies)] * 1e6)
+        self.calls += 1
+
+
+def test_time_calls_measures_each_call_exactly():
+    known = [5.0, 1.0, 3.0, 2.0, 4.0]
+    clock = FakeClock([100.0] * 3 + known)  # three warm-up calls of 100 ms are not counted
+    samples = time_calls(clock.work, warmup=3, iterations=5, clock=clock)
+    assert samples == known
+
+
+def test_duration_budget_runs_until_time_is_up():
+    clock = FakeClock([10.0])
+    samples = time_calls(clock.work, warmup=0, iterations=None, duration=0.095, clock=clock)
+    assert len(samples) == 10  # 10 ms calls fill a 95 ms budget after the 10th starts at 90 ms
+    assert set(samples) == {10.0}
+
+
+def test_summary_of_a_known_distribution():
+    samples = np.arange(1, 101, dtype=float)  # 1..100 ms
+    stats = summarize(samples, batch=4)
+    assert (stats.min, stats.max, stats.median, stats.mean) == (1.0, 100.0, 50.5, 50.5)
+    assert stats.p90 == pytest.approx(90.1) and stats.p95 == pytest.approx(95.05) and stats.p99 == pytest.approx(99.01)
+    assert stats.std == pytest.approx(29.011491975882016)  # sample std of 1..100
+    assert stats.throughput == pytest.approx(4 * 1000 / 50.5)
+
+
+def test_bad_arguments():
+    with pytest.raises(UsageError):
+        summarize([])
+    with pytest.raises(UsageError):
+        time_calls(lambda: None, iterations=None, duration=None)
+    with pytest.raises(UsageError):
+        time_calls(lambda: None, iterations=0)
