@@ -28,8 +28,37 @@ def run_segdeploy(*args: str, cwd: Path | None = None, env: dict | None = None) 
     )
 
 
+class _Result:
+    def __init__(self, returncode: int, stdout: str, stderr: str):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def invoke_segdeploy(*args: str, cwd: Path | None = None) -> _Result:
+    """Run the CLI in-process (Typer's CliRunner): same app, same exit codes, no torch re-import."""
+    from typer.testing import CliRunner
+
+    from segdeploy.cli import app
+
+    previous = Path.cwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        result = CliRunner().invoke(app, list(args))
+    finally:
+        os.chdir(previous)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return _Result(result.exit_code, result.stdout, result.stderr)
+
+
 @pytest.fixture
 def cli():
+    """The CLI in-process; use `cli_subprocess` where the real process boundary matters."""
+    return invoke_segdeploy
+
+
+@pytest.fixture
+def cli_subprocess():
     return run_segdeploy
 
 

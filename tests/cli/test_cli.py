@@ -67,9 +67,9 @@ def _one_error_line(proc, *needles):
     return lines[0]
 
 
-def test_help_and_version(cli):
-    assert "export" in cli("--help").stdout
-    proc = cli("--version")
+def test_help_and_version(cli_subprocess):
+    assert "export" in cli_subprocess("--help").stdout
+    proc = cli_subprocess("--version")
     assert proc.returncode == 0 and proc.stdout.strip().startswith("segdeploy 0.")
 
 
@@ -198,7 +198,10 @@ def test_classes_file_must_match_class_count(cli, tmp_path):
     assert json.loads((tmp_path / "ok" / "manifest.json").read_text())["classes"]["names"] == ["a", "b", "c"]
 
 
-def test_debug_env_shows_traceback(cli, tmp_path):
-    proc = cli("export", "nope", "-o", str(tmp_path / "out"), env={"SEGDEPLOY_DEBUG": "1"})
+def test_real_process_error_and_debug_traceback(cli_subprocess, tmp_path):
+    proc = cli_subprocess("export", "unet", "--input-shape", "1x3x64", "-o", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    _one_error_line(proc, "malformed --input-shape")
+    proc = cli_subprocess("export", "nope", "-o", str(tmp_path / "out"), env={"SEGDEPLOY_DEBUG": "1"})
     assert proc.returncode != 0
     assert "Traceback" in proc.stderr and "SegdeployError" in proc.stderr
