@@ -8,7 +8,8 @@ and a one-cycle schedule, validated every epoch at label resolution with
 
 The output folder holds:
 
-* ``last.pt``: model + optimizer + scheduler + epoch + config, to resume (``resume=True``);
+* ``last.pt``: model + optimizer + epoch + history, to resume (``resume=True``; the
+  learning-rate schedule is recomputed, so a resumed run may also raise the epoch count);
 * ``best.pth``: the state_dict of the epoch with the best val mIoU (loadable with
   ``torch.load(weights_only=True)`` / ``segdeploy export --weights``);
 * ``model.json``: architecture, model kwargs, num_classes, input size, preprocessing,
@@ -96,13 +97,13 @@ def train(config: TrainConfig, *, resume: bool = False, log: Callable[[str], Non
     x_train, y_train = load_tensors(train_set, preprocess, config.input_hw)
     steps_per_epoch = -(-len(x_train) // config.batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=config.epochs * steps_per_epoch)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     state = {"epoch": 0, "best_miou": -1.0, "history": [], "seconds": 0.0}
     if resume and (out / "last.pt").is_file():
-        state = _resume(out / "last.pt", model, optimizer, scheduler)
+        state = _resume(out / "last.pt", model, optimizer)
         log(f"resumed from {out / 'last.pt'} at epoch {state['epoch']}")
+    scheduler = _one_cycle(optimizer, config.lr, config.epochs * steps_per_epoch, state["epoch"] * steps_per_epoch)
     rng = np.random.default_rng([config.seed, state["epoch"]])
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         start = time.perf_counter()
@@ -117,8 +118,7 @@ def train(config: TrainConfig, *, resume: bool = False, log: Callable[[str], Non
             _save_tensors(model.state_dict(), out / "best.pth")
         log(f"epoch {epoch}/{config.epochs}  loss {loss:.3f}  val mIoU {scores.miou * 100:.2f}  "
             f"pixel acc {scores.pixel_accuracy * 100:.2f}  ({state['seconds']:.0f}s)")  # fmt: skip
-        _save_tensors({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                       "scheduler": scheduler.state_dict(), "state": json.dumps(state)}, out / "last.pt")  # fmt: skip
+        _save_tensors({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": json.dumps(state)}, out / "last.pt")
     return _write_metadata(out, config, spec, classes, preprocess, state)
 
 
@@ -156,14 +156,29 @@ def _train_epoch(model, optimizer, scheduler, x, y, batch_size, rng, epoch, epoc
     return float(np.mean(losses))
 
 
-def _resume(path: Path, model, optimizer, scheduler) -> dict:
+def _resume(path: Path, model, optimizer) -> dict:
     import torch
 
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
-    scheduler.load_state_dict(checkpoint["scheduler"])
     return json.loads(checkpoint["state"])
+
+
+def _one_cycle(optimizer, max_lr: float, total_steps: int, done_steps: int):
+    """One-cycle schedule advanced past `done_steps` (so a resumed run may also change --epochs)."""
+    import warnings
+
+    import torch
+
+    if done_steps >= total_steps:
+        raise SegdeployError(f"the checkpoint has already trained {done_steps} steps of {total_steps}; raise --epochs to go on")
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr, total_steps=total_steps)
+    with warnings.catch_warnings():  # stepping without optimizer.step() is intended here
+        warnings.simplefilter("ignore")
+        for _ in range(done_steps):
+            scheduler.step()
+    return scheduler
 
 
 def _save_tensors(obj, path: Path) -> None:
