@@ -86,24 +86,47 @@ def test_demo_model_reproduces_its_recorded_val_miou():
     assert 30 < miou < 99  # meaningful but imperfect
 
 
-def test_train_and_resume(tmp_path):
+class _Interrupt(Exception):
+    pass
+
+
+def _interrupt_after_first_epoch(line: str) -> None:
+    if line.startswith("epoch 1/"):
+        raise _Interrupt  # like Ctrl-C once epoch 1 is checkpointed
+
+
+def test_train_resume_continues_an_interrupted_run_exactly(tmp_path):
+    import torch
+
     from segdeploy.models.loading import load_model
     from segdeploy.train import TrainConfig, train
 
     _make_calib().write_dataset(tmp_path / "data", count=8, seed=1)
-    config = TrainConfig(data=str(tmp_path / "data"), out=str(tmp_path / "run"), model="unet",
-                         model_kwargs={"width": 0.0625}, input_hw=(32, 48), epochs=1, batch_size=4)  # fmt: skip
+
+    def config(out):
+        return TrainConfig(data=str(tmp_path / "data"), out=str(tmp_path / out), model="unet",
+                           model_kwargs={"width": 0.0625}, input_hw=(32, 48), epochs=2, batch_size=4)  # fmt: skip
+
+    straight = train(config("straight"), log=lambda _: None)
+    with pytest.raises(_Interrupt):
+        train(config("resumed"), log=_interrupt_after_first_epoch)
     lines = []
-    meta = train(config, log=lines.append)
-    assert meta["epochs"] == 1 and len(meta["history"]) == 1 and "val mIoU" in lines[0]
-    config.epochs = 2
-    meta = train(config, resume=True, log=lines.append)
-    assert "resumed" in lines[1] and [h["epoch"] for h in meta["history"]] == [1, 2]
-    saved = json.loads((tmp_path / "run" / "model.json").read_text())
-    assert saved["input_shape"] == [1, 3, 32, 48] and saved["num_classes"] == 6
+    resumed = train(config("resumed"), resume=True, log=lines.append)
+    assert lines[0].startswith("resumed from") and "at epoch 1" in lines[0]
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in straight["history"]]
+    last_a = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)["model"]
+    last_b = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)["model"]
+    for key in last_a:
+        torch.testing.assert_close(last_a[key], last_b[key], rtol=1e-5, atol=1e-6)
+
+    saved = json.loads((tmp_path / "resumed" / "model.json").read_text())
+    assert saved["input_shape"] == [1, 3, 32, 48] and saved["num_classes"] == 6 and saved["epochs"] == 2
     assert saved["val_miou"] == max(h["val_miou"] for h in saved["history"])
-    assert json.loads((tmp_path / "run" / "classes.json").read_text())["ignore_index"] == 255
-    load_model("unet", num_classes=6, model_kwargs={"width": 0.0625}, weights=tmp_path / "run" / "best.pth")
+    assert json.loads((tmp_path / "resumed" / "classes.json").read_text())["ignore_index"] == 255
+    load_model("unet", num_classes=6, model_kwargs={"width": 0.0625}, weights=tmp_path / "resumed" / "best.pth")
+    with pytest.raises(SegdeployError, match="already trained"):
+        train(config("resumed"), resume=True, log=lambda _: None)
 
 
 def test_train_rejects_bad_input_size(tmp_path):
@@ -112,3 +135,12 @@ def test_train_rejects_bad_input_size(tmp_path):
     _make_calib().write_dataset(tmp_path / "data", count=4, seed=1)
     with pytest.raises(SegdeployError, match="divisible by 16"):
         train(TrainConfig(data=str(tmp_path / "data"), out=str(tmp_path / "run"), input_hw=(30, 48)))
+
+
+def test_train_script_reports_user_errors(capsys):
+    spec = importlib.util.spec_from_file_location("train_script", REPO / "scripts" / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--data", "calib"]) == 1
+    assert module.main(["--data", "calib", "--out", "x", "--input", "96by128"]) == 1
+    assert "--input must be HxW" in capsys.readouterr().err
