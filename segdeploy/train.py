@@ -80,7 +80,17 @@ def train(config: TrainConfig, *, resume: bool = False, log: Callable[[str], Non
     """Train, validate each epoch, checkpoint; returns the final model.json content."""
     import torch
 
+    previous_threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
+    try:
+        return _train(config, resume, log)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(config: TrainConfig, resume: bool, log: Callable[[str], None]) -> dict:
+    import torch
+
     torch.manual_seed(config.seed)
     spec, preprocess, train_set, val_set = _prepare(config)
     model = spec.build(num_classes=train_set.classes.num_classes, **config.model_kwargs)

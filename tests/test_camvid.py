@@ -36,14 +36,11 @@ def _readme_figures() -> dict:
 
 @pytest.fixture(scope="module")
 def camvid_result():
-    import torch
-
     from segdeploy.data import open_dataset
     from segdeploy.evaluate import evaluate, torch_predictor
     from segdeploy.models.loading import load_model
     from segdeploy.preprocess import Preprocess
 
-    torch.set_num_threads(1)
     dataset = open_dataset(CAMVID, split="val")
     model = load_model("lraspp_mobilenet_v3_large", num_classes=11, weights=MODEL).module
     # The README's protocol: RGB, stretched to 320x240, ImageNet mean/std on 0-255 values.

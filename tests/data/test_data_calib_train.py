@@ -68,13 +68,10 @@ def test_shipped_calib_matches_its_generator(tmp_path):
 
 @pytest.mark.skipif(not (DEMO / "model.json").is_file(), reason="demo model not trained yet (scripts/train.py --demo)")
 def test_demo_model_reproduces_its_recorded_val_miou():
-    import torch
-
     from segdeploy.evaluate import evaluate, torch_predictor
     from segdeploy.models.loading import load_model
     from segdeploy.preprocess import Preprocess
 
-    torch.set_num_threads(1)
     meta = json.loads((DEMO / "model.json").read_text())
     assert (DEMO / meta["weights"]).stat().st_size <= 10_000_000
     model = load_model(meta["architecture"], num_classes=meta["num_classes"], model_kwargs=meta["model_kwargs"],
