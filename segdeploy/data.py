@@ -12,7 +12,8 @@ Layouts `open_dataset` reads (``format="auto"`` detects them in this order):
   ``DIR/labels/*.png`` (8-bit or 16-bit class-index maps, matched by file stem) + a
   ``classes.json`` in DIR or its parent. A split is either a sub-folder
   (``DIR/<split>/images``, CamVid style) or a stem list ``DIR/splits/<split>.txt``.
-* **images**: a folder of images (or its ``images/`` sub-folder), no labels, for calibration.
+* **images**: a folder of images (or its ``images/`` sub-folder), no labels, for calibration
+  (a split, if asked for, is the stem list ``DIR/splits/<split>.txt``).
 
 Iterating a dataset yields `Sample(stem, image, label)`: image HxWx3 uint8 RGB, label HxW
 int64 or None. Labels are checked as they are read: same size as the image, values in
@@ -218,7 +219,8 @@ def _open_images(path: Path, split: str | None, classes: ClassInfo | None) -> Da
     if classes is None:
         found = _find_classes_file(path)
         classes = load_classes(found) if found else None
-    return Dataset([(p.stem, p, None) for p in images], classes, root=path, format="images")
+    dataset = Dataset([(p.stem, p, None) for p in images], classes, root=path, format="images")
+    return dataset.subset(_read_list(path / "splits" / f"{split}.txt")) if split is not None else dataset
 
 
 def _open_canonical(path: Path, split: str | None, classes: ClassInfo | None) -> Dataset:

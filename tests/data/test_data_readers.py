@@ -172,6 +172,11 @@ def test_image_only_folder(tmp_path):
     assert dataset.format == "images" and not dataset.has_labels and dataset.classes is None
     assert [s.label for s in dataset] == [None, None, None]
     assert [p.name for p in find_images(tmp_path)] == ["img0.jpg", "img1.jpg", "img2.jpg"]
+    with pytest.raises(SegdeployError, match="split list not found"):
+        open_dataset(tmp_path, split="val")
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "splits" / "val.txt").write_text("img2\n")
+    assert [s.stem for s in open_dataset(tmp_path, split="val")] == ["img2"]
 
 
 def test_labels_false_reads_images_only(tmp_path):
