@@ -12,7 +12,6 @@ See segdeploy/train.py for what the output folder holds.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ sys.path.insert(0, str(REPO))
 
 from segdeploy.console import stderr  # noqa: E402
 from segdeploy.errors import SegdeployError  # noqa: E402
+from segdeploy.models.loading import parse_model_kwargs  # noqa: E402
 from segdeploy.preprocess import Preprocess  # noqa: E402
 from segdeploy.train import TrainConfig, train  # noqa: E402
 
@@ -60,7 +60,7 @@ def config_from(args) -> TrainConfig:
     except ValueError:
         raise SegdeployError(f"--input must be HxW, e.g. 96x128; got {args.input!r}") from None
     return TrainConfig(
-        data=args.data, out=args.out, model=args.model, model_kwargs=json.loads(args.model_kwargs),
+        data=args.data, out=args.out, model=args.model, model_kwargs=parse_model_kwargs(args.model_kwargs),
         input_hw=(h, w), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         train_split=args.train_split, val_split=args.val_split, seed=args.seed, threads=args.threads,
         preprocess=Preprocess(resize=args.resize).to_dict(),

@@ -140,4 +140,6 @@ def test_train_script_reports_user_errors(capsys):
     spec.loader.exec_module(module)
     assert module.main(["--data", "calib"]) == 1
     assert module.main(["--data", "calib", "--out", "x", "--input", "96by128"]) == 1
-    assert "--input must be HxW" in capsys.readouterr().err
+    assert module.main(["--data", "calib", "--out", "x", "--model-kwargs", "{width"]) == 1
+    err = capsys.readouterr().err
+    assert "--input must be HxW" in err and "--model-kwargs is not valid JSON" in err
