@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from conftest import NUM_CLASSES, TINY
+from zoo_support import NUM_CLASSES, TINY
 from segdeploy.cli import app
 
 

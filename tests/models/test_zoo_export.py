@@ -10,7 +10,7 @@ import onnx
 import pytest
 import torch
 
-from conftest import NUM_CLASSES, TINY, zoo_names, test_size
+from zoo_support import NUM_CLASSES, TINY, input_size, zoo_names
 from segdeploy.export import ExportRequest, export_model
 from segdeploy.export.parity import ParityThresholds
 from segdeploy.models import get_spec
@@ -21,7 +21,7 @@ DYNAMIC_HW = {"height", "width"}
 
 def _export(name, weights, out_dir, dynamic):
     spec = get_spec(name)
-    h, w = test_size(spec.size_multiple)
+    h, w = input_size(spec.size_multiple)
     request = ExportRequest(
         source=name,
         out_dir=out_dir,
@@ -69,7 +69,7 @@ def test_logits_keep_input_height_and_width_and_vary(name, conditioned_weights):
     """Raw model output (no export wrapper) is N×classes×H×W for a non-square input, and the
     conditioned weights make several classes win somewhere (so argmax agreement can fail)."""
     spec = get_spec(name)
-    h, w = test_size(spec.size_multiple)
+    h, w = input_size(spec.size_multiple)
     model = spec.build(num_classes=NUM_CLASSES, width=TINY)
     model.load_state_dict(torch.load(conditioned_weights(name), weights_only=True))
     with torch.no_grad():
