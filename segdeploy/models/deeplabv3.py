@@ -13,6 +13,10 @@ concatenated with the ASPP output bilinearly upsampled to the low-level feature'
 height × width, two 3×3 convs of 256 (+BN+ReLU), a 1×1 classifier, and bilinear
 upsampling to the input's height × width. Sizes are always taken as `shape[-2:]`
 (H, W in that order; a W, H swap is caught by the non-square tests).
+
+Departures, stated: v3+'s ASPP and decoder use standard 3×3 convs (the paper also
+offers depthwise-separable ones there); the ResNet is torchvision-style (stride on
+the 3×3 conv); no multi-scale / flipped inference.
 """
 
 from __future__ import annotations
