@@ -10,6 +10,12 @@ loss/argmax).
 Unpooling uses the encoder feature's size as `output_size`, so odd sizes work (any
 height/width ≥ 32). For export, `segdeploy` rewrites max-pooling-with-indices and
 max-unpooling into exact TensorRT-parsable operators (see `segdeploy.export.rewrites`).
+
+Unpooling is discontinuous in its input: when two values of a pooling window differ by
+less than float rounding, any other runtime (onnxruntime, TensorRT, even PyTorch in
+float64) may pick the other one and move that value by a pixel. With random weights at
+full width this shows as a large *max* error at a few pixels while argmax agreement
+stays high; trained models, whose ties are mostly exact zeros, are affected far less.
 """
 
 from __future__ import annotations
