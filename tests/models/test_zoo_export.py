@@ -13,6 +13,7 @@ import torch
 from zoo_support import NUM_CLASSES, TINY, input_size, zoo_names
 from segdeploy.export import ExportRequest, export_model
 from segdeploy.export.parity import ParityThresholds
+from segdeploy.export.rewrites import export_rewrites
 from segdeploy.models import get_spec
 
 STRICT = ParityThresholds(min_agreement=0.999, max_rel_error=1e-4)
@@ -76,3 +77,21 @@ def test_logits_keep_input_height_and_width_and_vary(name, conditioned_weights):
         logits = model.eval()(torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(7)))
     assert tuple(logits.shape) == (1, NUM_CLASSES, h, w)
     assert len(np.unique(logits.argmax(1).numpy())) >= 2
+
+
+@pytest.mark.parametrize("name", ["pspnet", "segnet"])
+def test_rewrites_run_eagerly_reproduce_the_model(name, conditioned_weights):
+    """The export rewrites, run in PyTorch itself, reproduce the model: bit for bit for
+    SegNet's (index) rewrites, to float rounding for PSPNet's averaging MatMuls (another
+    summation order). Any larger export difference would be the runtime's, not the rewrite's."""
+    model = get_spec(name).build(num_classes=NUM_CLASSES, width=TINY)
+    model.load_state_dict(torch.load(conditioned_weights(name), weights_only=True))
+    sample = torch.randn(1, 3, 100, 150, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        plain = model.eval()(sample)
+        with export_rewrites():
+            rewritten = model(sample)
+    if name == "segnet":
+        assert torch.equal(plain, rewritten)
+    else:
+        torch.testing.assert_close(rewritten, plain, rtol=1e-5, atol=1e-6 * float(plain.abs().max()))
