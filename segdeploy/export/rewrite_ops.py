@@ -4,7 +4,7 @@ Every function here computes what the PyTorch operator computes, from sizes read
 the input at run time (while tracing, ``x.shape[i]`` is a traced value), so the same
 code exports with static or dynamic height/width. Only operators that onnxruntime and
 TensorRT's ONNX parser both take are emitted: Range, MatMul, Equal, Where, Gather,
-Reshape, ReduceMin, Cast, MaxPool (single output), ScatterElements (unaligned unpooling).
+Cast, MaxPool (single output), ScatterElements (unaligned unpooling).
 """
 
 from __future__ import annotations
@@ -41,28 +41,32 @@ def adaptive_avg_pool2d_exact(x: torch.Tensor, output_size: tuple) -> torch.Tens
     return x
 
 
-def max_pool2d_indices_exact(x: torch.Tensor, kernel: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``F.max_pool2d(x, kernel, kernel, return_indices=True)`` without MaxPool's Indices output.
+def max_pool2d_indices_exact(x: torch.Tensor, kernel: tuple[int, int], ceil_mode: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``F.max_pool2d(x, kernel, kernel, ceil_mode=..., return_indices=True)`` without
+    MaxPool's Indices output (TensorRT's parser refuses it).
 
-    Windows do not overlap (stride == kernel, no padding), so each window is an
-    explicit axis pair after a reshape; the index is that of the *first* maximum in
-    row-major order inside the window, as PyTorch's kernels pick it (ties are common
-    after a ReLU, where whole windows are zero).
+    Windows do not overlap (stride == kernel, no padding): each pixel's window max is
+    spread back over the window (Gather), pixels equal to it get their rank inside the
+    window, and a min-pool of the ranks gives the *first* maximum in row-major order,
+    as PyTorch's kernels pick it (ties are common after a ReLU, where whole windows are 0).
     """
     kh, kw = kernel
-    pooled = F.max_pool2d(x, kernel, kernel)
-    n, c, _, width = x.shape
-    ph, pw = pooled.shape[-2], pooled.shape[-1]
-    windows = x[:, :, : ph * kh, : pw * kw].reshape(n, c, ph, kh, pw, kw)
-    is_max = windows == pooled.unsqueeze(3).unsqueeze(5)
-    local = torch.arange(kh * kw, dtype=torch.float32, device=x.device).reshape(kh, 1, kw)
-    never = torch.full_like(local, float(kh * kw))
-    first = torch.where(is_max, local, never).amin(dim=5).amin(dim=3)  # N×C×ph×pw, in [0, kh*kw)
+    pooled = F.max_pool2d(x, kernel, kernel, ceil_mode=ceil_mode)
+    height, width = x.shape[-2], x.shape[-1]
+    rows = _owner(height, kh, pooled.shape[-2], x.device)
+    cols = _owner(width, kw, pooled.shape[-1], x.device)
+    spread = pooled.index_select(2, rows).index_select(3, cols)
+    r = torch.arange(height, device=x.device).to(torch.float32).reshape(-1, 1)
+    q = torch.arange(width, device=x.device).to(torch.float32).reshape(1, -1)
+    rank = (r - torch.floor(r / kh) * kh) * kw + (q - torch.floor(q / kw) * kw)
+    never = torch.full_like(rank, float(kh * kw))
+    ranks = torch.where(x == spread, rank, never)
+    first = -F.max_pool2d(-ranks, kernel, kernel, ceil_mode=ceil_mode)  # min-pool: first max's rank
     dh = torch.floor(first / kw)
     dw = first - dh * kw
-    rows = torch.arange(ph, device=x.device).to(torch.float32).reshape(ph, 1) * kh + dh
-    cols = torch.arange(pw, device=x.device).to(torch.float32).reshape(1, pw) * kw + dw
-    return pooled, (rows * width + cols).to(torch.int64)
+    top = torch.arange(pooled.shape[-2], device=x.device).to(torch.float32).reshape(-1, 1) * kh
+    left = torch.arange(pooled.shape[-1], device=x.device).to(torch.float32).reshape(1, -1) * kw
+    return pooled, ((top + dh) * width + left + dw).to(torch.int64)
 
 
 def unpool_is_window_aligned(kernel_size, stride, padding) -> bool:

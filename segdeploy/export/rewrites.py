@@ -13,7 +13,7 @@ The rewrites are applied *while tracing only*: `export_rewrites()` is a TorchFun
 active around ``torch.onnx.export``; it intercepts the three functions (whether called
 through ``nn.AdaptiveAvgPool2d``/``nn.MaxUnpool2d``/``nn.MaxPool2d`` modules or straight
 from a user's ``forward``) and emits exact equivalents made of MatMul, Reshape/Expand,
-Equal/Where and ReduceMin. The model itself is never changed, so the parity proof that
+Equal/Where, Gather and MaxPool. The model itself is never changed, so the parity proof that
 ends every export compares the graph with PyTorch's *own* operators.
 
 `rewrite_export_blockers(model, dynamic_hw=...)` lists, for the manifest and the user,
@@ -49,10 +49,10 @@ def _adaptive_needs_rewrite(output_size) -> bool:
     return any(o is not None and o != 1 for o in _pair(output_size))
 
 
-def _pool_indices_rewritable(kernel_size, stride, padding, dilation, ceil_mode) -> bool:
+def _pool_indices_rewritable(kernel_size, stride, padding, dilation) -> bool:
     kernel = _pair(kernel_size)
     stride = _pair(stride if stride not in (None, ()) else kernel_size)
-    return kernel == stride and _pair(padding) == (0, 0) and _pair(dilation) == (1, 1) and not ceil_mode
+    return kernel == stride and _pair(padding) == (0, 0) and _pair(dilation) == (1, 1)
 
 
 def scan_adaptive_avg_pool(model: nn.Module, *, dynamic_hw: bool) -> list[str]:
@@ -71,9 +71,8 @@ def scan_max_unpool(model: nn.Module, *, dynamic_hw: bool) -> list[str]:
             how = "index-grid Equal/Where" if aligned else "ScatterElements"
             found.append(f"{name} (MaxUnpool2d) → {how}")
         elif isinstance(module, nn.MaxPool2d) and module.return_indices:
-            args = (module.kernel_size, module.stride, module.padding, module.dilation, module.ceil_mode)
-            if _pool_indices_rewritable(*args):
-                found.append(f"{name} (MaxPool2d with indices) → MaxPool + first-max ReduceMin indices")
+            if _pool_indices_rewritable(module.kernel_size, module.stride, module.padding, module.dilation):
+                found.append(f"{name} (MaxPool2d with indices) → MaxPool + first-max min-pool indices")
     return found
 
 
@@ -114,9 +113,9 @@ def _adaptive_avg(input, output_size):
 
 
 def _max_pool_with_indices(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=True):
-    if input.dim() != 4 or not _pool_indices_rewritable(kernel_size, stride, padding, dilation, ceil_mode):
+    if input.dim() != 4 or not _pool_indices_rewritable(kernel_size, stride, padding, dilation):
         return NotImplemented
-    return max_pool2d_indices_exact(input, _pair(kernel_size))
+    return max_pool2d_indices_exact(input, _pair(kernel_size), bool(ceil_mode))
 
 
 def _max_unpool(input, indices, kernel_size, stride=None, padding=0, output_size=None):

@@ -53,7 +53,7 @@ USER_MODELS = textwrap.dedent(
 
 
     class UnpoolingNet(nn.Module):
-        # SegNet-style: a MaxPool2d module with indices and functional pooling/unpooling.
+        # SegNet-style: a MaxPool2d module with indices and functional (ceil-mode) pooling/unpooling.
         def __init__(self, num_classes=4):
             super().__init__()
             self.enc = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
@@ -65,7 +65,7 @@ USER_MODELS = textwrap.dedent(
         def forward(self, x):
             e1 = self.enc(x)
             p1, i1 = self.pool(e1)
-            p2, i2 = F.max_pool2d(self.mid(p1), 2, 2, return_indices=True)
+            p2, i2 = F.max_pool2d(self.mid(p1), 2, 2, ceil_mode=True, return_indices=True)
             u2 = F.max_unpool2d(p2, i2, 2, 2, output_size=p1.shape[-2:])
             u1 = self.unpool(self.mid(u2), i1, output_size=e1.shape[-2:])
             return self.head(u1)
@@ -107,11 +107,12 @@ def test_adaptive_avg_pool_matches_pytorch_bins(size, output):
 
 @pytest.mark.parametrize("size", [(100, 150), (13, 29), (8, 6)])
 @pytest.mark.parametrize("kernel", [(2, 2), (3, 3), (2, 3)])
-def test_pool_indices_match_pytorch_including_ties(size, kernel):
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_pool_indices_match_pytorch_including_ties(size, kernel, ceil_mode):
     x = torch.relu(torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(1)))  # zero windows tie
     x[0, 0, : kernel[0], : kernel[1]] = 0.0  # at least one all-tie window
-    pooled, indices = F.max_pool2d(x, kernel, kernel, return_indices=True)
-    got_pooled, got_indices = max_pool2d_indices_exact(x, kernel)
+    pooled, indices = F.max_pool2d(x, kernel, kernel, ceil_mode=ceil_mode, return_indices=True)
+    got_pooled, got_indices = max_pool2d_indices_exact(x, kernel, ceil_mode)
     assert torch.equal(got_pooled, pooled)
     assert torch.equal(got_indices, indices)
 
