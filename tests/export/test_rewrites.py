@@ -164,6 +164,28 @@ def test_user_model_exports_exactly(user_models, tmp_path, factory, dynamic):
         assert "MatMul" in ops
 
 
+def test_pool_unpool_graph_is_bit_identical_in_onnxruntime_with_ties():
+    """No convolution rounding in the way: the rewritten pool/unpool chain must be exact in
+    onnxruntime, including many tied windows (values on a 1/4 grid) and odd sizes."""
+    import onnxruntime as ort
+
+    from segdeploy.export.onnx_export import torch_to_onnx
+
+    class PoolUnpool(nn.Module):
+        def forward(self, x):
+            p1, i1 = F.max_pool2d(x, 2, 2, return_indices=True)
+            p2, i2 = F.max_pool2d(p1, 2, 2, ceil_mode=True, return_indices=True)
+            u2 = F.max_unpool2d(p2 * 1.5, i2, 2, 2, output_size=p1.shape[-2:])
+            return F.max_unpool2d(u2, i1, 2, 2, output_size=x.shape[-2:])
+
+    model = PoolUnpool().eval()
+    graph = torch_to_onnx(model, torch.randn(1, 8, 64, 96), opset=11, dynamic=DYNAMIC_HW)
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    for shape in [(1, 8, 64, 96), (1, 8, 71, 103)]:
+        x = torch.relu(torch.round(torch.randn(*shape, generator=torch.Generator().manual_seed(4)) * 4) / 4)
+        assert torch.equal(torch.from_numpy(session.run(None, {"input": x.numpy()})[0]), model(x))
+
+
 def test_blockers_fail_without_the_rewrites():
     """The rewrites are needed: torch's own exporter refuses non-divisible adaptive pooling."""
 
