@@ -11,6 +11,7 @@ from torch import nn
 
 from segdeploy.errors import ExportError
 from segdeploy.export.diagnose import modules_calling, operator_from_error
+from segdeploy.export.rewrites import export_rewrites
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -26,7 +27,8 @@ def torch_to_onnx(model: nn.Module, sample: torch.Tensor, *, opset: int, dynamic
     """Export `model` (already wrapped to one `logits` output) and return the ONNX model."""
     buffer = io.BytesIO()
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        # export_rewrites(): exact replacements of export blockers, active while tracing only.
+        with warnings.catch_warnings(), torch.no_grad(), export_rewrites():
             warnings.simplefilter("ignore")  # tracer warnings are noise for users; parity is the proof
             torch.onnx.export(
                 model,

@@ -3,7 +3,8 @@
 Paper choices kept: a contracting path of two 3×3 conv + ReLU per level and 2×2 max
 pooling, channels doubling per level (64 → 1024 at width 1.0); an expanding path of
 2×2 up-convolutions (transposed convs) halving the channels, concatenation with the
-skip feature, two 3×3 convs; a final 1×1 conv to the classes.
+skip feature, two 3×3 convs; a final 1×1 conv to the classes; dropout at the end of the
+contracting path (the paper's only dropout; identity at inference).
 
 Departures, stated: convolutions are *padded* (the paper's are valid, with cropping),
 so any input whose height and width are divisible by 16 gives logits at the input's
@@ -16,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from segdeploy.models.layers import check_common
 from segdeploy.models.registry import ModelSpec, register
 
 
@@ -30,7 +32,7 @@ def _double_conv(cin: int, cout: int, batch_norm: bool) -> nn.Sequential:
 
 
 class UNet(nn.Module):
-    def __init__(self, num_classes: int, in_channels: int = 3, width: float = 1.0, batch_norm: bool = True):
+    def __init__(self, num_classes: int, in_channels: int = 3, width: float = 1.0, batch_norm: bool = True, dropout: float = 0.5):
         super().__init__()
         chans = [max(4, int(round(c * width))) for c in (64, 128, 256, 512, 1024)]
         self.down = nn.ModuleList()
@@ -39,6 +41,7 @@ class UNet(nn.Module):
             self.down.append(_double_conv(cin, c, batch_norm))
             cin = c
         self.pool = nn.MaxPool2d(2)
+        self.dropout = nn.Dropout2d(dropout)
         self.up = nn.ModuleList()
         self.up_conv = nn.ModuleList()
         for c_skip, c_deep in zip(reversed(chans[:-1]), reversed(chans[1:])):
@@ -51,17 +54,18 @@ class UNet(nn.Module):
         for i, block in enumerate(self.down):
             x = block(x if i == 0 else self.pool(x))
             skips.append(x)
-        x = skips.pop()
+        x = self.dropout(skips.pop())
         for up, conv in zip(self.up, self.up_conv):
             x = conv(torch.cat([skips.pop(), up(x)], dim=1))
         return self.classifier(x)
 
 
-def unet(*, num_classes: int = 21, in_channels: int = 3, width: float = 1.0, batch_norm: bool = True) -> UNet:
+def unet(*, num_classes: int = 21, in_channels: int = 3, width: float = 1.0, batch_norm: bool = True, dropout: float = 0.5) -> UNet:
     """U-Net with `width` scaling every level's channels (1.0 = the paper's 64…1024)."""
-    if num_classes < 1 or in_channels < 1 or width <= 0:
-        raise ValueError("num_classes and in_channels must be >= 1 and width > 0")
-    return UNet(num_classes, in_channels, width, batch_norm)
+    check_common(num_classes, in_channels, width)
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    return UNet(num_classes, in_channels, width, batch_norm, dropout)
 
 
 register(
