@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 _OPERATOR_PATTERNS = (
+    r"export of operator '?(?:aten::)?([\w.]+)",
     r"operator '(?:aten::)?([\w.]+)'",
     r"Exporting the operator '?(?:aten::)?([\w.]+)'?",
     r"aten::([\w.]+)",
