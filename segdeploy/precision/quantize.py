@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import logging
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -98,8 +99,12 @@ def prepare_graph(fp32_path: Path, out_path: Path) -> None:
         except Exception as exc:  # the converter raises several types for unsupported adapters
             raise SegdeployError(f"cannot upgrade the graph from opset {opset} to {QDQ_MIN_OPSET} for Q/DQ: {str(exc)[:300]}",
                                  "re-export with --opset 13") from None
-    with atomic_path(out_path) as tmp, quiet_quantization():
-        quant_pre_process(model, str(tmp), skip_symbolic_shape=True)
+    # quant_pre_process is given a file: handed a ModelProto it spills constants to external
+    # data that its own onnxruntime pass then cannot read (seen with Resize scales).
+    with tempfile.TemporaryDirectory(prefix="segdeploy-prep-") as scratch, atomic_path(out_path) as tmp, quiet_quantization():
+        upgraded = Path(scratch) / "upgraded.onnx"
+        onnx.save(model, str(upgraded))
+        quant_pre_process(str(upgraded), str(tmp), skip_symbolic_shape=True)
 
 
 def graph_opset(model: onnx.ModelProto) -> int:
