@@ -126,9 +126,11 @@ def _floats(text: str, option: str) -> tuple[float, ...]:
         raise UsageError(f"{option} takes comma-separated numbers, e.g. 123.675,116.28,103.53; got {text!r}") from None
 
 
+from segdeploy.cli_bench import bench_command  # noqa: E402
 from segdeploy.cli_build import build_command  # noqa: E402
 
 app.command("build")(build_command)
+app.command("bench")(bench_command)
 
 
 def main() -> None:
