@@ -8,6 +8,7 @@ import numpy as np
 
 from segdeploy.atomic import atomic_path
 from segdeploy.errors import SegdeployError
+from segdeploy.visualize import colourise
 
 
 def _pyplot():
@@ -77,12 +78,6 @@ def per_class_iou(plt, report: dict):
     axis.legend(fontsize=7)
     axis.set_title("per-class IoU")
     return figure
-
-
-def colourise(class_map: np.ndarray, palette) -> np.ndarray:
-    lut = np.zeros((256, 3), dtype=np.uint8)
-    lut[: len(palette)] = np.asarray(palette, dtype=np.uint8)
-    return lut[np.clip(class_map, 0, 255)]
 
 
 def overlays(plt, report: dict, examples: dict):

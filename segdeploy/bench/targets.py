@@ -7,6 +7,7 @@ from typing import Callable
 
 import numpy as np
 
+from segdeploy.backends.select import cannot_run_here, make_runner
 from segdeploy.errors import SegdeployError, UsageError
 from segdeploy.manifest import Manifest
 
@@ -48,7 +49,7 @@ def select_targets(
     for name in chosen:
         manifest.verify(name)  # a modified artifact is an error, never a silent skip
         entry = artifacts[name]
-        reason = _cannot_run_here(entry)
+        reason = cannot_run_here(entry)
         if reason and names and name in names:
             raise SegdeployError(f"artifact {name} cannot run here: {reason}")
         if reason:
@@ -58,32 +59,8 @@ def select_targets(
     return reference_target(manifest, threads), targets, skipped
 
 
-def _cannot_run_here(entry: dict) -> str | None:
-    if entry.get("kind") != "engine":
-        return None
-    try:
-        from segdeploy.backends.tensorrt.flavour import load_tensorrt
-
-        load_tensorrt()
-    except SegdeployError as exc:
-        return f"no TensorRT runtime ({exc.message})"
-    from segdeploy.backends.tensorrt.device import gpu_info
-
-    if not gpu_info():
-        return "no CUDA GPU on this machine"
-    return None
-
-
 def _artifact_target(manifest: Manifest, name: str, entry: dict, threads: int | None) -> Target:
-    path = manifest.directory / entry["file"]
-    if entry.get("kind") == "engine":
-        from segdeploy.backends.tensorrt.runner import TrtRunner
-
-        factory = lambda: TrtRunner(path, entry)  # noqa: E731
-    else:
-        from segdeploy.backends.onnxruntime import OrtRunner
-
-        factory = lambda: OrtRunner(path, threads=threads)  # noqa: E731
+    factory = lambda: make_runner(manifest, name, threads=threads)  # noqa: E731
     return Target(name, entry.get("backend", "?"), entry.get("precision", "?"), factory, entry.get("target", ""))
 
 
