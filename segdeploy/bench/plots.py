@@ -99,3 +99,19 @@ def overlays(plt, report: dict, examples: dict):
             axis.set_title(name if col == 3 else columns[col], fontsize=8)
     figure.suptitle(f"example: {examples['stem']}", fontsize=9)
     return figure
+
+
+def pareto_plot(rows: list[dict], front: list[int], path: Path) -> Path:
+    """Latency vs mIoU over every (model, artifact) of a pipeline, the Pareto front joined by a line."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6.5, 4.2))
+    for index, row in enumerate(rows):
+        axis.scatter([row["p50_ms"]], [row["miou"]], marker="o" if index in front else "x")
+        axis.annotate(f"{row['model']}:{row['artifact']}", (row["p50_ms"], row["miou"]), textcoords="offset points",
+                      xytext=(4, 3), fontsize=7)
+    ordered = sorted((rows[i]["p50_ms"], rows[i]["miou"]) for i in front)
+    axis.plot([p[0] for p in ordered], [p[1] for p in ordered], linestyle="--", linewidth=1)
+    axis.set_xlabel("median inference latency (ms)")
+    axis.set_ylabel("mIoU (%)")
+    axis.set_title("latency vs mIoU (Pareto front dashed)")
+    return _save(plt, figure, path)
