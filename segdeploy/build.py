@@ -150,7 +150,9 @@ def _backend_artifact(manifest, graph, precision, backend, options, flavour, pro
     if options.graph_only:
         notes.append(f"{graph}: TensorRT-family graph made; no engine built (--graph-only)")
         return None
-    return build_engine_artifact(manifest, graph, precision, profile, options.engine, flavour, step)
+    name = build_engine_artifact(manifest, graph, precision, profile, options.engine, flavour, step)
+    notes.extend(f"{name}: {note}" for note in manifest.artifact(name)["settings"].get("notes", []))
+    return name
 
 
 def _ort_artifact(manifest: Manifest, graph: str, precision: str, options: BuildOptions, step) -> str | None:
