@@ -27,7 +27,7 @@ from segdeploy.errors import SegdeployError, UsageError
 QDQ_MIN_OPSET = 13
 PREPARE_VERSION = "prep-v1"  # bump when prepare_graph changes what it produces (invalidates caches)
 # Ranges are folded every few batches so calibration memory stays bounded on big inputs.
-MAX_BATCHES_IN_MEMORY = 8
+MAX_BATCHES_IN_MEMORY = 4
 
 
 @dataclass(frozen=True)
