@@ -74,6 +74,8 @@ def main(argv=None) -> int:
     except SegdeployError as exc:
         stderr.print(f"[bold red]error:[/] {exc}")
         return 1
+    if args.demo:  # the shipped demo keeps best.pth + model.json + classes.json only
+        (REPO / DEMO["out"] / "last.pt").unlink(missing_ok=True)
     print(f"best val mIoU {meta['val_miou']:.2f} after {meta['epochs']} epochs ({meta['train_seconds']:.0f}s)")
     return 0
 

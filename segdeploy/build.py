@@ -124,11 +124,12 @@ def _tensorrt_setup(manifest: Manifest, backend: str, options: BuildOptions):
 def _calibration_set(options: BuildOptions, warn, required: bool) -> CalibrationSet | None:
     """The calibration images (checked readable up front); for FP16 only, used for parity if at hand."""
     if not required:
-        folder = options.calib or default_calib_dir()
-        if not Path(folder).is_dir():
+        if options.calib is not None:  # given explicitly: its problems are the user's to hear about
+            return select_images(options.calib, min(options.calib_size, 4), warn=lambda _: None)
+        if not default_calib_dir().is_dir():
             return None
         try:
-            return select_images(folder, min(options.calib_size, 4), warn=lambda _: None)
+            return select_images(default_calib_dir(), min(options.calib_size, 4), warn=lambda _: None)
         except SegdeployError:
             return None
     calib = select_images(options.calib, options.calib_size, warn=warn)
@@ -150,7 +151,9 @@ def _backend_artifact(manifest, graph, precision, backend, options, flavour, pro
     if options.graph_only:
         notes.append(f"{graph}: TensorRT-family graph made; no engine built (--graph-only)")
         return None
-    return build_engine_artifact(manifest, graph, precision, profile, options.engine, flavour, step)
+    name = build_engine_artifact(manifest, graph, precision, profile, options.engine, flavour, step)
+    notes.extend(f"{name}: {note}" for note in manifest.artifact(name)["settings"].get("notes", []))
+    return name
 
 
 def _ort_artifact(manifest: Manifest, graph: str, precision: str, options: BuildOptions, step) -> str | None:

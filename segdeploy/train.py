@@ -8,7 +8,8 @@ and a one-cycle schedule, validated every epoch at label resolution with
 
 The output folder holds:
 
-* ``last.pt``: model + optimizer + scheduler + epoch + config, to resume (``resume=True``);
+* ``last.pt``: model + optimizer + epoch + history, to resume (``resume=True``; the
+  learning-rate schedule is recomputed, so a resumed run may also raise the epoch count);
 * ``best.pth``: the state_dict of the epoch with the best val mIoU (loadable with
   ``torch.load(weights_only=True)`` / ``segdeploy export --weights``);
 * ``model.json``: architecture, model kwargs, num_classes, input size, preprocessing,
@@ -79,47 +80,60 @@ def train(config: TrainConfig, *, resume: bool = False, log: Callable[[str], Non
     """Train, validate each epoch, checkpoint; returns the final model.json content."""
     import torch
 
-    from segdeploy.evaluate import evaluate, torch_predictor
-    from segdeploy.models import get_spec
-
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    spec = get_spec(config.model)
-    _check_input(spec, config.input_hw)
-    preprocess = Preprocess.from_dict(config.preprocess)
-    train_set = open_dataset(config.data, split=config.train_split)
-    val_set = open_dataset(config.data, split=config.val_split)
-    classes = train_set.classes
-    if not train_set.has_labels:
-        raise SegdeployError(f"{config.data} has no labels to train on")
-    model = spec.build(num_classes=classes.num_classes, **config.model_kwargs)
+    spec, preprocess, train_set, val_set = _prepare(config)
+    model = spec.build(num_classes=train_set.classes.num_classes, **config.model_kwargs)
     x_train, y_train = load_tensors(train_set, preprocess, config.input_hw)
     steps_per_epoch = -(-len(x_train) // config.batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=config.epochs * steps_per_epoch)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     state = {"epoch": 0, "best_miou": -1.0, "history": [], "seconds": 0.0}
     if resume and (out / "last.pt").is_file():
-        state = _resume(out / "last.pt", model, optimizer, scheduler)
+        state = _resume(out / "last.pt", model, optimizer)
         log(f"resumed from {out / 'last.pt'} at epoch {state['epoch']}")
-    rng = np.random.default_rng([config.seed, state["epoch"]])
+    scheduler = _one_cycle(optimizer, config.lr, config.epochs * steps_per_epoch, state["epoch"] * steps_per_epoch)
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         start = time.perf_counter()
-        loss = _train_epoch(model, optimizer, scheduler, x_train, y_train, config.batch_size, rng, epoch, config.epochs)
-        scores = evaluate(torch_predictor(model), val_set, preprocess, config.input_hw, batch_size=16).results["model"].scores
+        rng = np.random.default_rng([config.seed, epoch])  # per epoch, so a resumed run shuffles the same
+        title = f"epoch {epoch}/{config.epochs}"
+        loss = _train_epoch(model, optimizer, scheduler, (x_train, y_train), config.batch_size, rng, title)
+        scores = _validate(model, val_set, preprocess, config.input_hw)
         state["seconds"] += time.perf_counter() - start
-        state["epoch"] = epoch
-        state["history"].append({"epoch": epoch, "loss": round(loss, 4), "val_miou": round(scores.miou * 100, 2)})
-        if scores.miou > state["best_miou"]:
-            state["best_miou"] = scores.miou
-            state["best_scores"] = scores.to_dict(classes.names)
-            _save_tensors(model.state_dict(), out / "best.pth")
+        _record_epoch(state, epoch, loss, scores, model, out, train_set.classes.names)
+        checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": json.dumps(state)}
+        _save_tensors(checkpoint, out / "last.pt")
         log(f"epoch {epoch}/{config.epochs}  loss {loss:.3f}  val mIoU {scores.miou * 100:.2f}  "
             f"pixel acc {scores.pixel_accuracy * 100:.2f}  ({state['seconds']:.0f}s)")  # fmt: skip
-        _save_tensors({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                       "scheduler": scheduler.state_dict(), "state": json.dumps(state)}, out / "last.pt")  # fmt: skip
-    return _write_metadata(out, config, spec, classes, preprocess, state)
+    return _write_metadata(out, config, spec, train_set.classes, preprocess, state)
+
+
+def _prepare(config: TrainConfig):
+    from segdeploy.models import get_spec
+
+    spec = get_spec(config.model)
+    _check_input(spec, config.input_hw)
+    train_set = open_dataset(config.data, split=config.train_split)
+    val_set = open_dataset(config.data, split=config.val_split)
+    if not train_set.has_labels or not val_set.has_labels:
+        raise SegdeployError(f"{config.data} has no labels to train and validate on")
+    return spec, Preprocess.from_dict(config.preprocess), train_set, val_set
+
+
+def _validate(model, val_set: Dataset, preprocess: Preprocess, input_hw):
+    from segdeploy.evaluate import evaluate, torch_predictor
+
+    return evaluate(torch_predictor(model), val_set, preprocess, input_hw, batch_size=16).results["model"].scores
+
+
+def _record_epoch(state: dict, epoch: int, loss: float, scores, model, out: Path, names) -> None:
+    state["epoch"] = epoch
+    state["history"].append({"epoch": epoch, "loss": round(loss, 4), "val_miou": round(scores.miou * 100, 2)})
+    if scores.miou > state["best_miou"]:
+        state["best_miou"] = scores.miou
+        state["best_scores"] = scores.to_dict(names)
+        _save_tensors(model.state_dict(), out / "best.pth")
 
 
 def _check_input(spec, input_hw) -> None:
@@ -128,22 +142,23 @@ def _check_input(spec, input_hw) -> None:
         raise SegdeployError(f"{spec.name} needs an input height and width divisible by {spec.size_multiple}, got {h}x{w}")
 
 
-def _train_epoch(model, optimizer, scheduler, x, y, batch_size, rng, epoch, epochs) -> float:
+def _train_epoch(model, optimizer, scheduler, data, batch_size: int, rng, title: str) -> float:
     import torch
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from segdeploy.console import stderr
 
+    x, y = data
     model.train()
     order = rng.permutation(len(x))
     losses = []
-    columns = (TextColumn(f"epoch {epoch}/{epochs}"), BarColumn(), TextColumn("loss {task.fields[loss]:.3f}"), TimeRemainingColumn())
+    columns = (TextColumn(title), BarColumn(), TextColumn("loss {task.fields[loss]:.3f}"), TimeRemainingColumn())
     with Progress(*columns, console=stderr, transient=True) as progress:
         task = progress.add_task("train", total=len(order), loss=float("nan"))
         for first in range(0, len(order), batch_size):
             index = order[first:first + batch_size]
             xb, yb = torch.from_numpy(x[index]), torch.from_numpy(y[index])
-            flip = torch.from_numpy(rng.random(len(index)) < 0.5)
+            flip = torch.from_numpy(rng.random(len(index)) < 0.5)  # horizontal flips, image and label alike
             xb[flip], yb[flip] = xb[flip].flip(-1), yb[flip].flip(-1)
             loss = torch.nn.functional.cross_entropy(model(xb), yb, ignore_index=IGNORE_TORCH)
             optimizer.zero_grad()
@@ -156,14 +171,31 @@ def _train_epoch(model, optimizer, scheduler, x, y, batch_size, rng, epoch, epoc
     return float(np.mean(losses))
 
 
-def _resume(path: Path, model, optimizer, scheduler) -> dict:
+def _resume(path: Path, model, optimizer) -> dict:
     import torch
 
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
-    scheduler.load_state_dict(checkpoint["scheduler"])
     return json.loads(checkpoint["state"])
+
+
+def _one_cycle(optimizer, max_lr: float, total_steps: int, done_steps: int):
+    """One-cycle schedule advanced past `done_steps` (so a resumed run may also change --epochs)."""
+    import warnings
+
+    import torch
+
+    if done_steps >= total_steps:
+        raise SegdeployError(
+            f"the checkpoint has already trained {done_steps} of {total_steps} steps", "raise --epochs to go on"
+        )
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr, total_steps=total_steps)
+    with warnings.catch_warnings():  # stepping without optimizer.step() is intended here
+        warnings.simplefilter("ignore")
+        for _ in range(done_steps):
+            scheduler.step()
+    return scheduler
 
 
 def _save_tensors(obj, path: Path) -> None:
@@ -193,6 +225,10 @@ def _write_metadata(out: Path, config: TrainConfig, spec, classes, preprocess: P
         "config": {**asdict(config), "input_hw": list(config.input_hw)},
     }
     atomic_write_bytes(out / "model.json", (json.dumps(meta, indent=2) + "\n").encode())
-    classes_json = {"classes": list(classes.names), "palette": [list(c) for c in classes.palette], "ignore_index": classes.ignore_index}
+    classes_json = {
+        "classes": list(classes.names),
+        "palette": [list(c) for c in classes.palette],
+        "ignore_index": classes.ignore_index,
+    }
     atomic_write_bytes(out / "classes.json", (json.dumps(classes_json, indent=2) + "\n").encode())
     return meta

@@ -129,6 +129,31 @@ class ImageBatchReader:
         self.set_range(0, len(self))
 
 
+class BatchListReader:
+    """Any sequence of named batches ({input name: array}) as a calibration reader."""
+
+    def __init__(self, batches):
+        self.batches = list(batches)
+        self.set_range(0, len(self.batches))
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._next, self._end = start_index, min(end_index, len(self.batches))
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._next >= self._end:
+            return None
+        self._next += 1
+        return self.batches[self._next - 1]
+
+
+def as_reader(data):
+    """A calibration reader as given, or a list/iterable of named batches wrapped as one."""
+    return data if hasattr(data, "get_next") else BatchListReader(data)
+
+
 def check_readable(images: tuple[Path, ...]) -> None:
     """Open every calibration image once, so a bad file fails before minutes of calibration."""
     for path in images:

@@ -13,13 +13,14 @@ from typing import Callable
 
 import onnx
 
+from segdeploy.atomic import atomic_path
 from segdeploy.export.simplify import graph_io
 from segdeploy.manifest import Manifest, tool_versions
 from segdeploy.precision.calibration import CalibrationSet, reader_for
 from segdeploy.precision.fp16 import fp16_block_list, write_fp16
 from segdeploy.precision.parity import graph_parity, random_batches
 from segdeploy.precision.quantize import (
-    TARGETS,
+    target_for,
     cache_key,
     check_exclusions,
     graph_opset,
@@ -67,10 +68,12 @@ def make_fp16(manifest: Manifest, extra_block_ops: list[str], calib: Calibration
     fp32 = manifest.verify(FP32)
     block_ops = fp16_block_list(extra_block_ops)
     step("converting to FP16")
-    write_fp16(fp32, manifest.directory / FP16_FILE, block_ops)
-    step("measuring FP16 vs FP32 agreement")
-    batches, described = parity_batches(manifest, calib)
-    parity = graph_parity(fp32, manifest.directory / FP16_FILE, batches, described)
+    # The file appears under its final name only once converted and measured.
+    with atomic_path(manifest.directory / FP16_FILE) as tmp:
+        write_fp16(fp32, tmp, block_ops)
+        step("measuring FP16 vs FP32 agreement")
+        batches, described = parity_batches(manifest, calib)
+        parity = graph_parity(fp32, tmp, batches, described)
     _record_graph(manifest, FP16, FP16_FILE, "fp16", "any", parity=parity,
                   settings={"keep_io_types": True, "op_block_list": block_ops})
     return FP16
@@ -106,21 +109,22 @@ class Int8Maker:
 
     def make(self, target_name: str) -> str:
         """Write and record the INT8 graph for `target_name` ('tensorrt' or 'onnxruntime')."""
-        target = TARGETS[target_name]
+        target = target_for(target_name)
         prepared, cache = self.prepared(), self.cache_path()
         reader = reader_for(self.manifest, self.calib, self.on_batch)
         fresh = not cache.is_file()
         self.step(f"calibrating on {len(self.calib.images)} images ({self.options.method})" if fresh
                   else f"reusing calibration ranges {cache.name}")
         start = time.perf_counter()
-        quantize_graph(prepared, self.manifest.directory / target.filename, target, reader=reader, cache_path=cache,
-                       method=self.options.method, percentile=self.options.percentile,
-                       exclude_nodes=self.options.exclude_nodes, exclude_ops=self.options.exclude_ops)
-        if self._calibration is None or fresh:
-            self._calibration = self._calibration_record(cache, fresh, time.perf_counter() - start)
-        self.step(f"measuring INT8 ({target_name}) vs FP32 agreement")
-        batches, described = parity_batches(self.manifest, self.calib)
-        parity = graph_parity(self.manifest.verify(FP32), self.manifest.directory / target.filename, batches, described)
+        with atomic_path(self.manifest.directory / target.filename) as tmp:
+            quantize_graph(prepared, tmp, target, reader=reader, cache_path=cache, method=self.options.method,
+                           percentile=self.options.percentile, exclude_nodes=self.options.exclude_nodes,
+                           exclude_ops=self.options.exclude_ops)
+            if self._calibration is None or fresh:
+                self._calibration = self._calibration_record(cache, fresh, time.perf_counter() - start)
+            self.step(f"measuring INT8 ({target_name}) vs FP32 agreement")
+            batches, described = parity_batches(self.manifest, self.calib)
+            parity = graph_parity(self.manifest.verify(FP32), tmp, batches, described)
         _record_graph(self.manifest, target.artifact, target.filename, "int8", target_name, parity=parity,
                       calibration=self._calibration,
                       settings={**target.settings(), "format": "QDQ", "why": target.why,

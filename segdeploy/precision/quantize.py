@@ -13,8 +13,9 @@ import hashlib
 import io
 import json
 import logging
+import platform
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -26,7 +27,7 @@ from segdeploy.errors import SegdeployError, UsageError
 QDQ_MIN_OPSET = 13
 PREPARE_VERSION = "prep-v1"  # bump when prepare_graph changes what it produces (invalidates caches)
 # Ranges are folded every few batches so calibration memory stays bounded on big inputs.
-MAX_BATCHES_IN_MEMORY = 8
+MAX_BATCHES_IN_MEMORY = 4
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,28 @@ TARGETS = {
         why="asymmetric U8 activations, symmetric per-channel S8 weights (onnxruntime x86 fast path)",
     ),
 }
+
+def cpu_has_vnni() -> bool:
+    """Whether this x86 CPU has VNNI (8-bit dot products that accumulate without saturating)."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return False
+    return any(f in flags.split() for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
+def target_for(name: str) -> QuantTarget:
+    """The settings for `name`, adapted to this CPU where they depend on it.
+
+    Without VNNI, x86 U8×S8 kernels add pairs of products in saturating 16-bit lanes
+    (255·127·2 > 32767): 7-bit weights (`reduce_range`) keep them exact. ARM and VNNI CPUs
+    do not need it.
+    """
+    target = TARGETS[name]
+    if name == "onnxruntime" and platform.machine().lower() in ("x86_64", "amd64") and not cpu_has_vnni():
+        return replace(target, reduce_range=True, why=target.why + "; 7-bit weights (reduce_range: no VNNI on this CPU)")
+    return target
+
 
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
@@ -158,13 +181,16 @@ def quantize_graph(
 ) -> bool:
     """Write the Q/DQ graph for `target`; returns True when cached ranges were reused.
 
-    `reader` is only consumed when `cache_path` does not exist yet; the ranges computed
+    `reader` is a CalibrationDataReader or any sequence of named batches; it is only consumed when `cache_path` does not exist yet; the ranges computed
     from it are saved there (atomically, by onnxruntime) for the next build.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if method not in METHODS:
         raise UsageError(f"--calib-method must be one of {', '.join(METHODS)}, got {method!r}")
+    from segdeploy.precision.calibration import as_reader
+
+    reader = as_reader(reader)
     reused = cache_path.is_file()
     extra = dict(target.extra_options)
     extra.update(_calibration_options(method, percentile, len(reader)))

@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from segdeploy.atomic import atomic_path, atomic_write_bytes
 from segdeploy.backends.tensorrt.device import gpu_info
 from segdeploy.backends.tensorrt.flavour import Flavour, load_tensorrt
@@ -36,6 +38,8 @@ def make_logger(trt):
             self.warnings: list[str] = []
 
         def log(self, severity, msg):
+            if str(msg).startswith("Thread context has not been set"):
+                return  # TensorRT-RTX logs this at error level on every Python build; it is not an error
             if severity in (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR):
                 self.errors.append(" ".join(str(msg).split()))
             elif severity == trt.ILogger.Severity.WARNING:
@@ -218,14 +222,18 @@ def build_engine(onnx_path: Path, out_path: Path, *, precision: str, profile: di
         "profile": profile,
         "built_on_gpu": gpu_info(),
         "build_seconds": round(seconds, 3),
-        "engine_io": _network_io(network),
+        "engine_io": _network_io(flavour.module, network),
         "notes": notes,
     }
 
 
-def _network_io(network) -> dict:
+def _network_io(trt, network) -> dict:
     def describe(tensor):
-        return {"name": tensor.name, "shape": list(tensor.shape), "dtype": str(tensor.dtype).split(".")[-1].lower()}
+        try:
+            dtype = np.dtype(trt.nptype(tensor.dtype)).name
+        except TypeError:  # types numpy has no name for (fp8, fp4)
+            dtype = str(tensor.dtype).split(".")[-1].lower()
+        return {"name": tensor.name, "shape": list(tensor.shape), "dtype": dtype}
 
     return {
         "inputs": [describe(network.get_input(i)) for i in range(network.num_inputs)],
