@@ -18,7 +18,7 @@ def _pyplot():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise SegdeployError("plots need matplotlib", "pip install 'segdeploy[plots]', or pass --no-plots") from None
+        raise SegdeployError("plots need matplotlib", "pip install matplotlib, or pass --no-plots") from None
     return plt
 
 
