@@ -126,6 +126,17 @@ def _floats(text: str, option: str) -> tuple[float, ...]:
         raise UsageError(f"{option} takes comma-separated numbers, e.g. 123.675,116.28,103.53; got {text!r}") from None
 
 
+from segdeploy.cli_bench import bench_command  # noqa: E402
+from segdeploy.cli_build import build_command  # noqa: E402
+from segdeploy.cli_pipeline import pipeline_command  # noqa: E402
+from segdeploy.cli_run import run_command  # noqa: E402
+
+app.command("build")(build_command)
+app.command("bench")(bench_command)
+app.command("run")(run_command)
+app.command("pipeline")(pipeline_command)
+
+
 def main() -> None:
     quiet_library_warnings()
     app()

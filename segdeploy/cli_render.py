@@ -53,3 +53,24 @@ def export_summary(result, timings: dict[str, float]) -> dict:
     lines.append("time: " + ", ".join(f"{name} {sec:.1f}s" for name, sec in timings.items()))
     data["text"] = "\n".join(lines)
     return data
+
+
+def bench_rendering(result, console) -> None:
+    """The bench table, the gate table (if any gates ran) and where the reports are."""
+    from segdeploy.bench.reports import COLUMNS, table_rows
+
+    report = result.report
+    table = Table(title=f"segdeploy bench: {report['model']['name']} on {report['data']['images']} images")
+    for column in COLUMNS:
+        table.add_column(column, no_wrap=column in ("artifact",), justify="left" if column in COLUMNS[:3] else "right")
+    for row in table_rows(report):
+        table.add_row(*row)
+    console.print(table)
+    if result.gates:
+        gates = Table(title="gates")
+        for column in ("gate", "artifact", "result", "verdict"):
+            gates.add_column(column)
+        for gate in result.gates:
+            gates.add_row(gate.gate, gate.target, gate.detail, "[green]pass[/]" if gate.passed else "[bold red]FAIL[/]")
+        console.print(gates)
+    console.print(f"reports: {', '.join(str(p) for p in result.files)}", highlight=False)

@@ -15,6 +15,8 @@ from rich.console import Console
 from segdeploy.errors import SegdeployError
 
 stdout = Console(soft_wrap=True)
+if not stdout.is_terminal:
+    stdout.width = 200  # logs and pipes: keep wide tables on one line instead of 80 columns
 stderr = Console(stderr=True, soft_wrap=True)
 
 

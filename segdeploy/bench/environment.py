@@ -20,21 +20,16 @@ def cpu_model() -> str:
 
 
 def gpu_info() -> dict:
-    """GPU name, compute capability and driver where torch sees a CUDA device; empty otherwise."""
-    try:
-        import torch
+    """GPU name, compute capability, CUDA and driver where a CUDA device is usable; empty otherwise."""
+    from segdeploy.backends.tensorrt.device import gpu_info as device_gpu
 
-        if not torch.cuda.is_available():
-            return {}
-        props = torch.cuda.get_device_properties(0)
-        return {
-            "gpu": props.name,
-            "compute_capability": f"{props.major}.{props.minor}",
-            "cuda": torch.version.cuda,
-            "driver": _driver_version(),
-        }
-    except Exception:  # a broken CUDA install must not stop a CPU benchmark
+    device = device_gpu()
+    if not device:
         return {}
+    import torch
+
+    return {"gpu": device["name"], "compute_capability": device["compute_capability"], "cuda": torch.version.cuda,
+            "driver": _driver_version()}
 
 
 def _driver_version() -> str | None:

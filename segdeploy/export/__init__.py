@@ -25,7 +25,7 @@ from segdeploy.export.rewrites import rewrite_export_blockers
 from segdeploy.export.simplify import graph_io, infer_shapes, simplify
 from segdeploy.export.wrapper import wrap_for_export
 from segdeploy.manifest import Manifest, tool_versions
-from segdeploy.models.loading import LoadedModel, load_model
+from segdeploy.models.loading import LoadedModel, load_model, weights_fingerprint
 from segdeploy.preprocess import Preprocess
 
 ONNX_FILE = "model.onnx"
@@ -104,6 +104,7 @@ def export_model(request: ExportRequest, step: Callable[[str], None] = lambda _:
 
 def _export_into(request: ExportRequest, loaded: LoadedModel, shape, out_dir: Path, step) -> ExportResult:
     model = loaded.module
+    loaded.info["weights_fingerprint"] = weights_fingerprint(model)  # before rewrites change the module
     dynamic_hw = bool({"height", "width"} & request.dynamic)
     rewrites = rewrite_export_blockers(model, dynamic_hw=dynamic_hw) if loaded.kind != "torchscript" else []
     sample = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
@@ -192,18 +193,30 @@ def _remove_stale_artifacts(old: Manifest, keep: set[str]) -> None:
                 target.unlink(missing_ok=True)
 
 
+def _resolvable(source: str, kind: str) -> str:
+    """Absolute paths for file sources, so bench can rebuild the PyTorch model from any folder."""
+    if kind == "torchscript":
+        return str(Path(source).resolve())
+    target, _, attr = source.rpartition(":")
+    if kind == "factory" and target.endswith(".py"):
+        return f"{Path(target).resolve()}:{attr}"
+    return source
+
+
 def _write_manifest(request, loaded, shape, classes, graph, parity, rewrites, upsampled, out_dir) -> Manifest:
     io = graph_io(graph)
     manifest = Manifest.new(
         out_dir,
         model={
             "name": loaded.name,
-            "source": loaded.source,
+            "source": _resolvable(loaded.source, loaded.kind),
             "source_kind": loaded.kind,
             "num_classes": classes.num_classes,
+            "num_classes_arg": request.num_classes,
             "model_kwargs": request.model_kwargs,
-            "weights": str(request.weights) if request.weights else None,
+            "weights": str(Path(request.weights).resolve()) if request.weights else None,
             "weights_ignored_keys": loaded.info.get("weights_ignored_keys", []),
+            "weights_fingerprint": loaded.info["weights_fingerprint"],
             "rewrites": rewrites,
             "upsampled_output": upsampled,
         },

@@ -34,6 +34,7 @@ STRIPPED_PREFIXES = ("module.", "_orig_mod.")
 # Sub-modules that a deployable model drops (auxiliary training heads).
 AUX_PREFIXES = ("aux_classifier.", "aux.", "aux_head.")
 SHOWN = 5  # how many offending keys an error lists
+INIT_SEED = 0
 
 
 @dataclass
@@ -70,7 +71,11 @@ def load_model(
     kwargs = dict(model_kwargs or {})
     if num_classes is not None:
         kwargs.setdefault("num_classes", num_classes)
-    loaded = _resolve(source, kwargs)
+    # Seeded initialisation: a model exported without a checkpoint can be rebuilt identically
+    # (bench's PyTorch reference), which the weights fingerprint then confirms.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(INIT_SEED)
+        loaded = _resolve(source, kwargs)
     if weights is not None:
         state = read_state_dict(weights, key=weights_key, unsafe_load=unsafe_load)
         loaded.info["weights_ignored_keys"] = apply_state_dict(loaded.module, state, weights)
@@ -243,3 +248,15 @@ def _class_count_hint(state: dict, own: dict) -> str | None:
     if diffs and len(firsts) == 1:
         return f"the checkpoint looks trained for {firsts.pop()} classes: pass --num-classes accordingly"
     return "was the checkpoint made for this architecture and options?"
+
+
+def weights_fingerprint(module: nn.Module) -> str:
+    """sha256 over the state_dict (names, dtypes, shapes, bytes): identifies the exact weights exported."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()

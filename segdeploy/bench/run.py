@@ -1,0 +1,218 @@
+"""`segdeploy bench`: latency, accuracy and drift of every artifact and the PyTorch reference.
+
+`run_bench(deploy_dir, options)` is the one entry point; it returns the report (the
+content of bench.json), the gate results, and the files it wrote.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from segdeploy.bench.accuracy import measure_accuracy
+from segdeploy.bench.environment import environment
+from segdeploy.bench.gates import GateOptions, GateResult, check_gates, load_baseline
+from segdeploy.bench.latency import summarize, time_calls
+from segdeploy.bench.targets import REFERENCE, Target, select_targets
+from segdeploy.classes import ClassInfo
+from segdeploy.errors import SegdeployError, UsageError
+from segdeploy.evaluate import class_maps
+from segdeploy.manifest import Manifest, now_iso
+from segdeploy.preprocess import Preprocess
+
+SCHEMA = "segdeploy/bench"
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class BenchOptions:
+    data: Path | None = None  # default: the project's calib/ (val split)
+    data_format: str = "auto"
+    split: str | None = None
+    artifacts: list[str] | None = None
+    backends: list[str] | None = None
+    warmup: int = 10
+    warmup_seconds: float | None = None
+    iterations: int | None = 50
+    duration: float | None = None
+    batch: int = 1
+    threads: int | None = None
+    limit: int | None = None
+    eval_batch: int = 4
+    report_dir: Path | None = None
+    plots: bool = True
+    gates: GateOptions = field(default_factory=GateOptions)
+    baseline_path: Path | None = None
+
+
+@dataclass
+class BenchResult:
+    report: dict
+    gates: list[GateResult]
+    files: list[Path]
+
+    @property
+    def passed(self) -> bool:
+        return all(g.passed for g in self.gates)
+
+
+def run_bench(deploy_dir, options: BenchOptions, step: Callable[[str], None] = lambda _: None,
+              on_batch: Callable[[int], None] | None = None) -> BenchResult:
+    manifest = Manifest.load(deploy_dir)
+    reference, targets, skipped = select_targets(manifest, options.artifacts, options.backends, options.threads)
+    identity = model_identity(manifest)
+    if options.baseline_path is not None:
+        options.gates.baseline = load_baseline(options.baseline_path, SCHEMA, identity)
+    dataset = _open_data(manifest, options)
+    if options.gates.max_miou_drop is not None and not dataset.has_labels:
+        raise UsageError("--max-miou-drop needs labelled data", "use --min-agreement to gate on drift alone")
+    preprocess = Preprocess.from_dict(manifest.data["preprocess"])
+    input_name, input_shape = manifest.data["input"]["name"], manifest.data["input"]["shape"]
+    eval_batch = _batch_size(manifest, options.eval_batch, "evaluation")
+    _batch_size(manifest, options.batch, "--batch")
+    everything = [reference, *targets]
+    with contextlib.ExitStack() as stack:
+        runners = {t.name: stack.enter_context(_opened(t, step)) for t in everything}
+        predictors = {t.name: _predictor(runners[t.name], input_name) for t in everything}
+        step(f"accuracy: {len(everything)} targets over {min(len(dataset), options.limit or len(dataset))} images")
+        accuracy = measure_accuracy(predictors, REFERENCE, dataset, preprocess, input_shape[2:],
+                                    num_classes=manifest.data["model"]["num_classes"], batch_size=eval_batch,
+                                    limit=options.limit, on_batch=on_batch)
+        latency = {}
+        for target in everything:
+            step(f"latency: {target.name}")
+            latency[target.name] = _latency(runners[target.name], dataset, preprocess, input_name, input_shape, options)
+        examples = _examples(predictors, dataset, preprocess, input_shape, manifest) if options.plots else None
+    report = _report(manifest, identity, everything, skipped, accuracy, latency, options)
+    gates = check_gates(report, options.gates, REFERENCE)
+    report["gates"] = {"passed": all(g.passed for g in gates), "results": [g.to_dict() for g in gates]}
+    from segdeploy.bench.reports import write_reports
+
+    step("writing reports")
+    files = write_reports(report, options.report_dir or manifest.directory / "bench", examples, plots=options.plots)
+    return BenchResult(report, gates, files)
+
+
+def model_identity(manifest: Manifest) -> dict:
+    model = manifest.data["model"]
+    return {"name": model["name"], "num_classes": model["num_classes"], "input_shape": manifest.data["input"]["shape"]}
+
+
+def _open_data(manifest: Manifest, options: BenchOptions):
+    from segdeploy.data import open_dataset
+    from segdeploy.precision.calibration import default_calib_dir
+
+    path = options.data or default_calib_dir()
+    split = options.split if options.data else (options.split or "val")
+    if not Path(path).exists():
+        raise SegdeployError(f"dataset not found: {path}", "pass --data DIR (images/ + labels/ + classes.json, or images only)")
+    dataset = open_dataset(path, options.data_format, split=split)
+    model_classes = ClassInfo.from_dict(manifest.data["classes"])
+    if dataset.classes is not None:
+        _check_classes(dataset.classes, model_classes, path)
+    else:
+        dataset.classes = model_classes
+    return dataset
+
+
+def _check_classes(data_classes: ClassInfo, model_classes: ClassInfo, path) -> None:
+    if data_classes.num_classes != model_classes.num_classes:
+        raise SegdeployError(
+            f"{path} has {data_classes.num_classes} classes but the model outputs {model_classes.num_classes}",
+            "bench on a dataset with the model's classes",
+        )
+    generic = all(name == f"class_{i}" for i, name in enumerate(model_classes.names))
+    if not generic and tuple(data_classes.names) != tuple(model_classes.names):
+        raise SegdeployError(
+            f"{path} names its classes {list(data_classes.names)[:4]}… but the model's are {list(model_classes.names)[:4]}…",
+            "the class order must be the same",
+        )
+
+
+def _batch_size(manifest: Manifest, wanted: int, what: str) -> int:
+    if wanted < 1:
+        raise UsageError(f"{what} batch size must be >= 1")
+    static = manifest.data["input"]["shape"][0]
+    if "batch" in manifest.data["input"].get("dynamic_axes", []):
+        return wanted
+    if what == "--batch" and wanted != static:
+        raise UsageError(f"the graph has a static batch of {static}; re-export with --dynamic batch to bench --batch {wanted}")
+    return static
+
+
+@contextlib.contextmanager
+def _opened(target: Target, step):
+    step(f"loading {target.name}")
+    with target.open() as runner:
+        yield runner
+
+
+def _predictor(runner, input_name: str):
+    def predict(batch: np.ndarray) -> np.ndarray:
+        outputs = runner.infer({input_name: batch})
+        return next(iter(outputs.values()))
+
+    return predict
+
+
+def _latency(runner, dataset, preprocess: Preprocess, input_name: str, input_shape, options: BenchOptions) -> dict:
+    """Pure inference (a preprocessed batch) and end to end (decoded image → class map at image size)."""
+    image = dataset[0].image
+    tensor, geometry = preprocess(image, input_shape[2:])
+    feed = {input_name: np.ascontiguousarray(np.repeat(tensor[None], options.batch, axis=0))}
+    timing = dict(warmup=options.warmup, warmup_seconds=options.warmup_seconds, iterations=options.iterations,
+                  duration=options.duration)
+    pure = time_calls(lambda: runner.infer(feed), **timing)
+
+    def end_to_end() -> None:
+        batch = [preprocess(image, input_shape[2:])[0] for _ in range(options.batch)]
+        logits = next(iter(runner.infer({input_name: np.stack(batch)}).values()))
+        for class_map in logits.argmax(axis=1):
+            Preprocess.restore(class_map, geometry)
+
+    e2e = time_calls(end_to_end, **timing)
+    return {"inference": summarize(pure, options.batch).to_dict(), "end_to_end": summarize(e2e, options.batch).to_dict(),
+            "samples_ms": [round(s, 4) for s in pure]}
+
+
+def _examples(predictors, dataset, preprocess: Preprocess, input_shape, manifest: Manifest) -> dict:
+    sample = dataset[0]
+    tensor, geometry = preprocess(sample.image, input_shape[2:])
+    n = manifest.data["model"]["num_classes"]
+    maps = {name: class_maps(fn(tensor[None]), [geometry], input_shape[2:], n)[0] for name, fn in predictors.items()}
+    return {"stem": sample.stem, "image": sample.image, "label": sample.label, "maps": maps,
+            "palette": manifest.data["classes"]["palette"]}
+
+
+def _report(manifest, identity, everything, skipped, accuracy, latency, options) -> dict:
+    targets = {}
+    for target in everything:
+        entry = manifest.artifacts.get(target.name, {})
+        targets[target.name] = {
+            "backend": target.backend,
+            "precision": target.precision,
+            "graph_target": target.target or None,
+            "file": entry.get("file"),
+            "sha256": entry.get("sha256"),
+            "latency": latency.get(target.name),
+            "accuracy": accuracy["targets"].get(target.name, {}),
+        }
+    return {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "created": now_iso(),
+        "deploy_dir": str(manifest.directory),
+        "model": identity,
+        "data": {"path": str(options.data or "calib/"), "images": accuracy["images"], "labelled": accuracy["labelled"]},
+        "settings": {"batch": options.batch, "threads": options.threads, "warmup": options.warmup,
+                     "warmup_seconds": options.warmup_seconds, "iterations": options.iterations,
+                     "duration": options.duration, "limit": options.limit},
+        "environment": environment(options.threads),
+        "reference": REFERENCE,
+        "targets": targets,
+        "skipped": [{"name": s.name, "reason": s.reason} for s in skipped],
+    }

@@ -1,0 +1,141 @@
+"""`Segmenter`: a deploy directory (or one artifact) → class maps, for robot pipelines.
+
+    from segdeploy import Segmenter
+
+    with Segmenter("deploy/unet") as seg:          # picks the best artifact that runs here
+        labels = seg(frame_rgb)                     # HxW uint8 class map at the frame's size
+        labels, probs = seg(frame_bgr, bgr=True, probabilities=True)
+        print(seg.artifact, seg.last_latency_ms)
+
+Artifact choice (unless `artifact=` names one): a TensorRT engine when one can run here
+(INT8, then FP16, then FP32), else onnxruntime (the CPU-friendly INT8 graph, then FP32,
+then FP16). Preprocessing and the class count come from the manifest.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from segdeploy.backends.select import cannot_run_here, make_runner
+from segdeploy.errors import SegdeployError
+from segdeploy.manifest import FILENAME, Manifest
+from segdeploy.preprocess import Preprocess
+
+PREFERENCE = ("trt-int8", "trt-fp16", "trt-fp32", "ort-int8", "onnx-int8-ort", "ort-fp32", "onnx-fp32",
+              "ort-fp16", "onnx-fp16")
+
+
+def _open_manifest(path: Path) -> tuple[Manifest, str | None]:
+    """A deploy directory, or an artifact file inside one (then that artifact is chosen)."""
+    if path.is_file():
+        manifest = Manifest.load(path.parent)
+        names = [n for n, e in manifest.artifacts.items() if e["file"] == path.name]
+        if not names:
+            raise SegdeployError(f"{path.name} is not an artifact recorded in {path.parent / FILENAME}")
+        return manifest, names[0]
+    return Manifest.load(path), None
+
+
+def choose_artifact(manifest: Manifest) -> str:
+    """The preferred artifact that can run on this machine."""
+    runnable = [n for n in manifest.artifacts if cannot_run_here(manifest.artifacts[n]) is None
+                and manifest.artifacts[n].get("kind") in ("onnx", "engine")]
+    for name in PREFERENCE:
+        if name in runnable:
+            return name
+    if runnable:
+        return runnable[0]
+    raise SegdeployError(f"no artifact in {manifest.directory} can run here", "build one for onnxruntime")
+
+
+class Segmenter:
+    """Image(s) in, class map(s) out at the image's own size; optionally class probabilities."""
+
+    def __init__(self, path: str | Path, *, artifact: str | None = None, threads: int | None = None,
+                 providers: list[str] | None = None):
+        self.manifest, chosen = _open_manifest(Path(path))
+        self.artifact = artifact or chosen or choose_artifact(self.manifest)
+        entry = self.manifest.artifact(self.artifact)
+        reason = cannot_run_here(entry)
+        if reason:
+            raise SegdeployError(f"artifact {self.artifact} cannot run here: {reason}")
+        self.manifest.verify(self.artifact)
+        self.preprocess = Preprocess.from_dict(self.manifest.data["preprocess"])
+        self.input_name = self.manifest.data["input"]["name"]
+        self.input_hw = tuple(self.manifest.data["input"]["shape"][2:])
+        self.batch_dynamic = "batch" in self.manifest.data["input"].get("dynamic_axes", [])
+        self.num_classes = self.manifest.data["model"]["num_classes"]
+        self.classes = self.manifest.data["classes"]
+        self.last_latency_ms: float | None = None
+        self._buffer: np.ndarray | None = None
+        self._runner = make_runner(self.manifest, self.artifact, threads=threads, providers=providers).activate()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._runner is not None:
+            self._runner.deactivate()
+            self._runner = None
+
+    def __enter__(self) -> "Segmenter":
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
+
+    # -- inference -------------------------------------------------------------------------------
+    def __call__(self, image: np.ndarray, *, bgr: bool = False, probabilities: bool = False):
+        """HxWx3 uint8 image → HxW class map (uint8 when the classes fit, else int32) [, CxHxW probabilities]."""
+        return self.predict_batch([image], bgr=bgr, probabilities=probabilities)[0]
+
+    def predict_batch(self, images: Sequence[np.ndarray], *, bgr: bool = False, probabilities: bool = False) -> list:
+        if self._runner is None:
+            raise SegdeployError("this Segmenter is closed")
+        if not images:
+            return []
+        if len(images) > 1 and not self.batch_dynamic:
+            return [r for image in images for r in self.predict_batch([image], bgr=bgr, probabilities=probabilities)]
+        start = time.perf_counter()
+        batch, geometries = self._prepare(images, bgr)
+        logits = next(iter(self._runner.infer({self.input_name: batch}).values()))
+        results = [self._finish(l, g, probabilities) for l, g in zip(logits, geometries)]
+        self.last_latency_ms = (time.perf_counter() - start) * 1000
+        return results
+
+    def _prepare(self, images: Sequence[np.ndarray], bgr: bool):
+        shape = (len(images), 3, *self.input_hw)
+        if self._buffer is None or self._buffer.shape != shape:
+            self._buffer = np.empty(shape, dtype=np.float32)  # reused across calls of the same batch size
+        geometries = []
+        for index, image in enumerate(images):
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise SegdeployError(f"expected an HxWx3 uint8 image, got shape {image.shape} dtype {image.dtype}")
+            rgb = np.ascontiguousarray(image[..., ::-1]) if bgr else image
+            self._buffer[index], geometry = self.preprocess(rgb, self.input_hw)
+            geometries.append(geometry)
+        return self._buffer, geometries
+
+    def _finish(self, logits: np.ndarray, geometry, probabilities: bool):
+        if logits.shape[0] != self.num_classes:
+            raise SegdeployError(f"the artifact outputs {logits.shape[0]} channels, the manifest says {self.num_classes} classes")
+        class_map = Preprocess.restore(logits.argmax(axis=0), geometry)
+        class_map = class_map.astype(np.uint8 if self.num_classes <= 256 else np.int32)
+        if not probabilities:
+            return class_map
+        return class_map, _probabilities_at(logits, geometry)
+
+
+def _probabilities_at(logits: np.ndarray, geometry) -> np.ndarray:
+    """Softmax over classes, cropped to the image content and resized (bilinear) to the image size."""
+    import torch
+    import torch.nn.functional as F
+
+    ch, cw = geometry.content_hw
+    scores = torch.from_numpy(np.ascontiguousarray(logits[:, :ch, :cw], dtype=np.float32))[None]
+    probs = torch.softmax(scores, dim=1)
+    if (ch, cw) != tuple(geometry.original_hw):
+        probs = F.interpolate(probs, size=tuple(geometry.original_hw), mode="bilinear", align_corners=False)
+    return probs[0].numpy()

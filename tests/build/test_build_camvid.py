@@ -1,0 +1,42 @@
+"""INT8 and FP16 from real calibration images, with the real CamVid model (research data, not in the repo)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from segdeploy.build import BuildOptions, build_artifacts
+from segdeploy.manifest import Manifest
+from segdeploy.precision.calibration import reader_for, select_images
+from segdeploy.precision.parity import graph_parity
+
+SHARED = Path(__file__).resolve().parents[3] / "shared"
+CAMVID = SHARED / "camvid"
+MODEL = SHARED / "models" / "camvid_lraspp_mbv3.pth"
+
+pytestmark = [
+    pytest.mark.camvid,
+    pytest.mark.skipif(not (CAMVID.is_dir() and MODEL.is_file()),
+                       reason=f"CamVid data/model not found under {SHARED} (research-use, never in the repo)"),
+]
+
+
+def test_int8_from_camvid_frames_agrees_with_fp32_on_val(tmp_path):
+    from segdeploy.export import ExportRequest, export_model
+
+    directory = tmp_path / "camvid"
+    export_model(ExportRequest(source="lraspp_mobilenet_v3_large", out_dir=directory, weights=MODEL, num_classes=11,
+                               input_shape=(1, 3, 240, 320)))
+    result = build_artifacts(directory, ["fp16", "int8"], "onnxruntime",
+                             BuildOptions(calib=CAMVID / "train", calib_size=16))
+    assert [a["name"] for a in result.artifacts] == ["onnx-fp16", "onnx-int8-ort"]
+    manifest = Manifest.load(directory)
+    val = select_images(CAMVID / "val", 8)
+    batches = [reader_for(manifest, val).load_batch(i) for i in range(8)]
+    fp32 = manifest.verify("onnx-fp32")
+    fp16 = graph_parity(fp32, manifest.verify("onnx-fp16"), batches, "8 CamVid val frames")
+    int8 = graph_parity(fp32, manifest.verify("onnx-int8-ort"), batches, "8 CamVid val frames")
+    # A trained model on real frames: FP16 is near-exact, INT8 drifts a little but not a lot.
+    assert fp16["min_argmax_agreement"] > 0.995, fp16
+    assert int8["argmax_agreement"] > 0.95, int8

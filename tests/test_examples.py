@@ -1,0 +1,85 @@
+"""The integration examples: the CI workflow's commands run for real; the ROS 2 node's conversions."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shlex
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+EXAMPLES = REPO / "examples"
+
+
+def _workflow_commands() -> dict[str, list[str]]:
+    workflow = yaml.safe_load((EXAMPLES / "github-actions" / "segdeploy-drift.yml").read_text())
+    steps = workflow["jobs"]["drift"]["steps"]
+    return {s["name"]: shlex.split(s["run"]) for s in steps if s.get("run", "").startswith("segdeploy ")}
+
+
+def test_workflow_commands_run_as_written(cli, tmp_path):
+    """Lay out the files the workflow expects (shipped demo data), then run its three commands."""
+    calib = REPO / "calib"
+    (tmp_path / "models").mkdir()
+    shutil.copy(calib / "demo" / "best.pth", tmp_path / "models" / "best.pth")
+    (tmp_path / "data").mkdir()
+    shutil.copy(calib / "classes.json", tmp_path / "data" / "classes.json")
+    shutil.copytree(calib / "images", tmp_path / "data" / "calib")
+    val = tmp_path / "data" / "val"
+    (val / "images").mkdir(parents=True)
+    (val / "labels").mkdir()
+    shutil.copy(calib / "classes.json", val / "classes.json")
+    for stem in (calib / "splits" / "val.txt").read_text().split()[:4]:
+        shutil.copy(calib / "images" / f"{stem}.jpg", val / "images")
+        shutil.copy(calib / "labels" / f"{stem}.png", val / "labels")
+    commands = _workflow_commands()
+    assert list(commands) == ["Export", "Build", "Bench and gate"]
+    for name in ("Export", "Build"):
+        args = ["8" if a == "100" else a for a in commands[name][1:]]  # fewer calibration images, same flags
+        proc = cli(*args, cwd=tmp_path)
+        assert proc.returncode == 0, (name, proc.stderr)
+    bench = commands["Bench and gate"][1:]
+    cut = bench.index("--baseline")  # first run without the baseline to make one
+    no_baseline = bench[:cut] + bench[cut + 4:] + ["--iterations", "3", "--warmup", "1"]
+    proc = cli(*no_baseline, "--report-dir", "ci", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (tmp_path / "ci" / "bench.json").rename(tmp_path / "ci" / "bench-baseline.json")
+    proc = cli(*bench, "--iterations", "3", "--warmup", "1", "--max-latency-ms", "100000", cwd=tmp_path)
+    assert proc.returncode in (0, 1), proc.stderr  # the slowdown gate may trip on a loaded machine; usage is right
+    report = json.loads((tmp_path / "bench-report" / "bench.json").read_text())
+    gates = {g["gate"] for g in report["gates"]["results"]}
+    assert {"max-miou-drop", "min-agreement", "max-slowdown", "baseline-miou"} <= gates
+
+
+def _ros_node():
+    spec = importlib.util.spec_from_file_location("segdeploy_node", EXAMPLES / "ros2" / "segdeploy_node.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ros_node_conversions():
+    node = _ros_node()
+    image = np.random.default_rng(0).integers(0, 255, (5, 7, 3), dtype=np.uint8)
+    padded = np.zeros((5, 7 * 3 + 3), dtype=np.uint8)  # rows padded to a larger step
+    padded[:, :21] = image.reshape(5, 21)
+    got, bgr = node.image_from_msg("bgr8", 5, 7, 24, padded.tobytes())
+    assert bgr and np.array_equal(got, image)
+    rgba = np.concatenate([image, np.full((5, 7, 1), 255, np.uint8)], axis=2)
+    got, bgr = node.image_from_msg("rgba8", 5, 7, 28, rgba.tobytes())
+    assert not bgr and np.array_equal(got, image)
+    fields = node.labels_to_msg_fields(np.arange(35).reshape(5, 7))
+    assert (fields["encoding"], fields["height"], fields["width"], fields["step"]) == ("mono8", 5, 7, 7)
+    assert fields["data"] == bytes(range(35))
+    with pytest.raises(ValueError, match="unsupported encoding"):
+        node.image_from_msg("mono16", 5, 7, 14, bytes(70))
+
+
+def test_ros_node_runs_under_ros2_when_available():
+    pytest.importorskip("rclpy", reason="ROS 2 (rclpy) is not installed here")
+    assert callable(_ros_node().main)

@@ -1,0 +1,92 @@
+"""`segdeploy pipeline`: the demo config end to end at a reduced size, resume, YAML configs, errors."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from segdeploy.errors import SegdeployError
+from segdeploy.pipeline import demo_config, pareto_front, run_pipeline
+
+REDUCED = {"iterations": 3, "warmup": 1, "limit": 4}
+
+
+def test_demo_pipeline_end_to_end_and_resume(tmp_path):
+    config = demo_config(tmp_path / "demo")
+    config.backends, config.calib_size, config.bench = ["onnxruntime"], 8, REDUCED
+    result = run_pipeline(config)
+    rows = {r["artifact"]: r for r in result.rows}
+    assert set(rows) == {"pytorch", "onnx-fp32", "onnx-fp16", "onnx-int8-ort"}
+    meta = json.loads((config.calib / "demo" / "model.json").read_text())
+    assert rows["pytorch"]["miou"] > 30  # a trained model, not chance (6 classes)
+    assert rows["onnx-fp32"]["pixel_agreement"] >= 99.9 and abs(rows["onnx-fp32"]["delta_miou"]) < 0.05
+    assert rows["onnx-int8-ort"]["pixel_agreement"] > 95
+    assert result.reused == [] and result.gates_passed
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert summary["rows"] == json.loads(json.dumps(result.rows))
+    assert (tmp_path / "demo" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    assert meta["num_classes"] == 6
+    again = run_pipeline(config)
+    assert again.reused == ["demo_unet: export", "demo_unet: build onnxruntime"]
+    # a changed input (the calibration size) rebuilds, the export stays
+    config.calib_size = 6
+    assert run_pipeline(config).reused == ["demo_unet: export"]
+
+
+def test_yaml_config_with_user_model_and_relative_paths(cli, tmp_path):
+    (tmp_path / "net.py").write_text(textwrap.dedent('''
+        import torch.nn as nn
+        def build(num_classes=6):
+            return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, num_classes, 1))
+    '''))
+    calib = demo_config().calib
+    (tmp_path / "pipe.yaml").write_text(textwrap.dedent(f'''
+        out: runs
+        data: {calib}
+        split: val
+        calib: {calib}
+        calib_size: 4
+        precisions: [fp32, int8]
+        bench: {{iterations: 2, warmup: 0, limit: 2, max_miou_drop: 100}}
+        models:
+          - name: tiny
+            source: net.py:build
+            input_shape: 1x3x64x96
+            classes: {calib / "classes.json"}
+    '''))
+    proc = cli("pipeline", str(tmp_path / "pipe.yaml"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert {r["artifact"] for r in data["rows"]} == {"pytorch", "onnx-fp32", "onnx-int8-ort"}
+    assert (tmp_path / "runs" / "tiny" / "manifest.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("models: []", "non-empty `models:` list"),
+        ("models: [{name: x}]", "needs at least `source:`"),
+        ("models: [{source: unet, colour: red}]", "unknown key(s) colour"),
+        ("models: [{source: unet}]\nprecison: [fp16]", "unknown pipeline config key(s): precison"),
+        ("models: [{source: unet}, {source: unet}]", "model names must be unique"),
+        ("models: [unclosed", "is not valid YAML"),
+    ],
+)
+def test_bad_configs(cli, tmp_path, text, message):
+    (tmp_path / "p.yaml").write_text(text)
+    proc = cli("pipeline", str(tmp_path / "p.yaml"))
+    assert proc.returncode in (1, 2) and message in proc.stderr, proc.stderr
+
+
+def test_pareto_front():
+    # (latency, mIoU): b dominates a; c is slower but more accurate; d is dominated by c
+    points = [(10, 70), (8, 72), (20, 80), (25, 79), (8, 72)]
+    assert pareto_front(points) == [1, 2, 4]
+    with pytest.raises(SegdeployError, match="pipeline config not found"):
+        from pathlib import Path
+
+        from segdeploy.pipeline import load_config
+
+        load_config(Path("/nonexistent.yaml"))

@@ -1,0 +1,118 @@
+"""Segmenter and `segdeploy run` against an independent PyTorch + PIL computation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from segdeploy import Segmenter
+from segdeploy.errors import SegdeployError
+from segdeploy.export import ExportRequest, export_model
+from segdeploy.models import get_spec
+from tests.conftest import CAMVID, CAMVID_MODEL, REPO, requires_camvid
+
+CALIB = REPO / "calib"
+MEAN, STD = np.array([123.675, 116.28, 103.53]), np.array([58.395, 57.12, 57.375])
+
+
+def _frames(n=3):
+    return [np.asarray(Image.open(p).convert("RGB")) for p in sorted((CALIB / "images").iterdir())[:n]]
+
+
+def _torch_reference(model, image, size_hw):
+    """Stretch (PIL bilinear), normalise, forward, argmax, PIL nearest back to the image size."""
+    resized = np.asarray(Image.fromarray(image).resize(size_hw[::-1], Image.BILINEAR), dtype=np.float64)
+    x = torch.from_numpy(((resized - MEAN) / STD).transpose(2, 0, 1)[None].astype(np.float32))
+    with torch.no_grad():
+        out = model(x)
+    logits = out["out"] if isinstance(out, dict) else out
+    small = logits[0].argmax(0).numpy().astype(np.uint8)
+    return np.asarray(Image.fromarray(small).resize(image.shape[1::-1], Image.NEAREST))
+
+
+@pytest.fixture(scope="module")
+def deploy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rt")
+    torch.manual_seed(3)
+    model = get_spec("unet").build(num_classes=6, width=0.125).eval()
+    weights = root / "w.pth"
+    torch.save(model.state_dict(), weights)
+    out = root / "deploy"
+    export_model(ExportRequest(source="unet", out_dir=out, model_kwargs={"width": 0.125}, num_classes=6, weights=weights,
+                               input_shape=(1, 3, 96, 128), dynamic={"batch"}, classes_file=CALIB / "classes.json"))
+    return out, model
+
+
+def test_segmenter_matches_pytorch_at_image_size(deploy):
+    out, model = deploy
+    with Segmenter(out, artifact="onnx-fp32") as seg:
+        for image in _frames():
+            got = seg(image)
+            want = _torch_reference(model, image, (96, 128))
+            assert got.shape == image.shape[:2] and got.dtype == np.uint8
+            assert (got == want).mean() >= 0.999
+            assert seg.last_latency_ms > 0
+
+
+def test_bgr_batch_and_probabilities(deploy):
+    out, _ = deploy
+    images = _frames()
+    with Segmenter(out) as seg:
+        singles = [seg(image) for image in images]
+        batched = seg.predict_batch(images)
+        assert all(np.array_equal(a, b) for a, b in zip(singles, batched))
+        assert np.array_equal(seg(np.ascontiguousarray(images[0][..., ::-1]), bgr=True), singles[0])
+        labels, probs = seg(images[0], probabilities=True)
+        assert probs.shape == (6, *images[0].shape[:2])
+        np.testing.assert_allclose(probs.sum(axis=0), 1.0, atol=1e-4)
+        assert (probs.argmax(axis=0) == labels).mean() > 0.98  # bilinear vs nearest differ on edges only
+
+
+def test_artifact_choice_and_refusals(deploy, tmp_path):
+    out, _ = deploy
+    with Segmenter(out / "model.onnx") as seg:  # an artifact file selects that artifact
+        assert seg.artifact == "onnx-fp32"
+    with pytest.raises(SegdeployError, match="no artifact 'trt-int8'"):
+        Segmenter(out, artifact="trt-int8")
+    with Segmenter(out) as seg:
+        with pytest.raises(SegdeployError, match="HxWx3 uint8"):
+            seg(np.zeros((10, 10), dtype=np.uint8))
+    seg.close()
+    with pytest.raises(SegdeployError, match="closed"):
+        seg(_frames(1)[0])
+
+
+def test_run_writes_overlays_and_class_maps(cli, deploy, tmp_path):
+    out, model = deploy
+    first = sorted((CALIB / "images").iterdir())[0]
+    proc = cli("run", str(out), str(first), "--artifact", "onnx-fp32", "-o", str(tmp_path / "seg"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["frames"] == 1 and summary["artifact"] == "onnx-fp32"
+    labels = np.asarray(Image.open(tmp_path / "seg" / f"{first.stem}_labels.png"))
+    image = np.asarray(Image.open(first).convert("RGB"))
+    assert (labels == _torch_reference(model, image, (96, 128))).mean() >= 0.999
+    assert np.asarray(Image.open(tmp_path / "seg" / f"{first.stem}_overlay.png")).shape == image.shape
+    bad = cli("run", str(out), str(tmp_path / "missing.jpg"), "-o", str(tmp_path / "x"))
+    assert bad.returncode == 1 and "input not found" in bad.stderr
+
+
+@pytest.mark.camvid
+@requires_camvid()
+def test_segmenter_on_camvid_model_matches_pytorch(tmp_path):
+    if not CAMVID_MODEL.is_file():
+        pytest.skip(f"{CAMVID_MODEL} not found")
+    out = tmp_path / "camvid"
+    export_model(ExportRequest(source="lraspp_mobilenet_v3_large", out_dir=out, num_classes=11, weights=CAMVID_MODEL,
+                               input_shape=(1, 3, 240, 320), classes_file=CAMVID / "classes.json"))
+    model = get_spec("lraspp_mobilenet_v3_large").build(num_classes=11).eval()
+    model.load_state_dict(torch.load(CAMVID_MODEL, weights_only=True))
+    paths = sorted((CAMVID / "val" / "images").iterdir())[:4]
+    with Segmenter(out) as seg:
+        for path in paths:
+            image = np.asarray(Image.open(path).convert("RGB"))
+            assert (seg(image) == _torch_reference(model, image, (240, 320))).mean() >= 0.999
