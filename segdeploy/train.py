@@ -107,6 +107,7 @@ def _train(config: TrainConfig, resume: bool, log: Callable[[str], None]) -> dic
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         start = time.perf_counter()
         rng = np.random.default_rng([config.seed, epoch])  # per epoch, so a resumed run shuffles the same
+        torch.manual_seed(config.seed * 100_003 + epoch)  # and draws the same dropout masks
         title = f"epoch {epoch}/{config.epochs}"
         loss = _train_epoch(model, optimizer, scheduler, (x_train, y_train), config.batch_size, rng, title)
         scores = _validate(model, val_set, preprocess, config.input_hw)
