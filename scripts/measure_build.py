@@ -130,7 +130,7 @@ def main() -> None:
         results["agreement_images"] = f"{args.eval_size} images from {args.eval}"
 
     print("timing PyTorch eager and onnxruntime", file=sys.stderr)
-    latency = {"pytorch-eager-fp32": torch_latency(args.model, shape, args.warmup, args.iterations)}
+    latency = {"pytorch-eager-fp32": torch_latency(args.model, shape, args.warmup, args.iterations, args.num_classes)}
     for name in ("onnx-fp32", "onnx-fp16", "onnx-int8-ort"):
         latency[f"onnxruntime:{name}"] = ort_latency(manifest.verify(name), shape, args.threads, args.warmup, args.iterations)
     eager = latency["pytorch-eager-fp32"]["median_ms"]
