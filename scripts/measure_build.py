@@ -51,8 +51,8 @@ def median_ms(fn, warmup: int, iterations: int) -> dict:
     return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times), "iterations": iterations}
 
 
-def torch_latency(name: str, shape, warmup: int, iterations: int) -> dict:
-    model = get_spec(name).build(num_classes=21).eval()
+def torch_latency(name: str, shape, warmup: int, iterations: int, num_classes: int = 21) -> dict:
+    model = get_spec(name).build(num_classes=num_classes).eval()
     x = torch.randn(*shape)
     with torch.inference_mode():
         return median_ms(lambda: model(x), warmup, iterations)
@@ -62,6 +62,18 @@ def ort_latency(path: Path, shape, threads: int, warmup: int, iterations: int) -
     x = {"input": np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
     with OrtRunner(path, threads=threads) as runner:
         return median_ms(lambda: runner.infer(x), warmup, iterations)
+
+
+def eval_agreement(manifest: Manifest, folder: Path, size: int) -> dict:
+    from segdeploy.precision.calibration import reader_for, select_images
+    from segdeploy.precision.parity import graph_parity
+
+    chosen = select_images(folder, size)
+    reader = reader_for(manifest, chosen)
+    batches = [reader.load_batch(i) for i in range(len(reader))]
+    fp32 = manifest.verify("onnx-fp32")
+    return {name: graph_parity(fp32, manifest.verify(name), batches, str(folder))["argmax_agreement"]
+            for name in ("onnx-fp16", "onnx-int8-ort")}
 
 
 def default_calib() -> Path:
@@ -87,6 +99,10 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--weights", type=Path, default=None, help="checkpoint for the model (default: random weights)")
+    parser.add_argument("--num-classes", type=int, default=21)
+    parser.add_argument("--eval", type=Path, default=None, help="image folder for FP16/INT8 agreement (default: the calibration images)")
+    parser.add_argument("--eval-size", type=int, default=20)
     parser.add_argument("--skip-tensorrt", action="store_true")
     parser.add_argument("--work-dir", type=Path, default=None, help="keep the deploy directory here")
     args = parser.parse_args()
@@ -100,7 +116,8 @@ def main() -> None:
                      "environment": environment(args.threads)}
 
     print(f"exporting {args.model} {args.input_shape} → {deploy}", file=sys.stderr)
-    export_model(ExportRequest(source=args.model, out_dir=deploy, input_shape=shape, num_classes=21, force=True))
+    export_model(ExportRequest(source=args.model, out_dir=deploy, input_shape=shape, num_classes=args.num_classes,
+                               weights=args.weights, force=True))
     options = BuildOptions(calib=calib, calib_size=args.calib_size)
     step = lambda s: print(f"  {s}", file=sys.stderr)  # noqa: E731
     built = build_artifacts(deploy, ["fp16", "int8"], "onnxruntime", options, step=step)
@@ -108,9 +125,12 @@ def main() -> None:
     int8 = manifest.artifact("onnx-int8-ort")
     results["calibration"] = int8["calibration"]
     results["agreement_with_fp32"] = {a["name"]: a["parity"]["argmax_agreement"] for a in built.artifacts if "parity" in a}
+    if args.eval:
+        results["agreement_with_fp32"] = eval_agreement(manifest, args.eval, args.eval_size)
+        results["agreement_images"] = f"{args.eval_size} images from {args.eval}"
 
     print("timing PyTorch eager and onnxruntime", file=sys.stderr)
-    latency = {"pytorch-eager-fp32": torch_latency(args.model, shape, args.warmup, args.iterations)}
+    latency = {"pytorch-eager-fp32": torch_latency(args.model, shape, args.warmup, args.iterations, args.num_classes)}
     for name in ("onnx-fp32", "onnx-fp16", "onnx-int8-ort"):
         latency[f"onnxruntime:{name}"] = ort_latency(manifest.verify(name), shape, args.threads, args.warmup, args.iterations)
     eager = latency["pytorch-eager-fp32"]["median_ms"]

@@ -18,7 +18,7 @@ from segdeploy.backends.tensorrt.builder import EngineOptions
 from segdeploy.errors import SegdeployError, UsageError
 from segdeploy.manifest import Manifest, tool_versions
 from segdeploy.precision.calibration import CalibrationSet, check_readable, default_calib_dir, select_images
-from segdeploy.precision.graphs import FP16, FP32, Int8Maker, QuantOptions, make_fp16
+from segdeploy.precision.graphs import FP32, Int8Maker, QuantOptions, make_fp16
 
 PRECISIONS = ("fp32", "fp16", "int8")
 

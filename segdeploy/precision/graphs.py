@@ -138,7 +138,15 @@ class Int8Maker:
             "requested": self.calib.requested,
             "method": self.options.method,
             "percentile": self.options.percentile if self.options.method == "percentile" else None,
-            "cache": str(cache),
+            "cache": _relative(cache, self.manifest.directory),
             "reused_cache": not fresh,
             "seconds": round(seconds, 2) if fresh else None,
         }
+
+
+def _relative(path: Path, directory: Path) -> str:
+    """`path` relative to the deploy directory when inside it (the directory can move)."""
+    try:
+        return str(path.resolve().relative_to(directory.resolve()))
+    except ValueError:
+        return str(path)
