@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
-
 from segdeploy.backends.select import cannot_run_here, make_runner
 from segdeploy.errors import SegdeployError, UsageError
 from segdeploy.manifest import Manifest
@@ -66,47 +64,28 @@ def _artifact_target(manifest: Manifest, name: str, entry: dict, threads: int | 
 
 def reference_target(manifest: Manifest, threads: int | None) -> Target:
     """PyTorch eager, rebuilt from what the manifest recorded (source, kwargs, weights)."""
-    return Target(REFERENCE, "torch", "fp32", lambda: TorchRunner(manifest, threads))
+    from segdeploy.backends.torch import TorchRunner
+
+    def open_reference() -> TorchRunner:
+        return TorchRunner(reference_module(manifest), input_name=manifest.data["input"]["name"],
+                           output_name=manifest.data["output"]["name"], threads=threads)
+
+    return Target(REFERENCE, "torch", "fp32", open_reference)
 
 
-class TorchRunner:
-    """The original model in PyTorch eager (the reference every artifact is compared with)."""
+def reference_module(manifest: Manifest):
+    """The exported model as PyTorch eager (one logits output), refusing weights that differ from the export's."""
+    from segdeploy.export.wrapper import LogitsModel
+    from segdeploy.models.loading import load_model, weights_fingerprint
 
-    name = "torch"
-
-    def __init__(self, manifest: Manifest, threads: int | None):
-        self.manifest, self.threads, self.model = manifest, threads, None
-        self.input_name = manifest.data["input"]["name"]
-        self.output_name = manifest.data["output"]["name"]
-
-    def __enter__(self) -> "TorchRunner":
-        import torch
-
-        from segdeploy.export.wrapper import LogitsModel
-        from segdeploy.models.loading import load_model, weights_fingerprint
-
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        record = self.manifest.data["model"]
-        weights = record.get("weights")
-        loaded = load_model(record["source"], model_kwargs=record.get("model_kwargs") or {},
-                            num_classes=record.get("num_classes_arg"),
-                            weights=weights)
-        recorded = record.get("weights_fingerprint")
-        if recorded and weights_fingerprint(loaded.module) != recorded:
-            raise SegdeployError(
-                "cannot rebuild the PyTorch reference: its weights differ from those exported "
-                "(checkpoint changed, or random initialisation under another torch version)",
-                "re-export with --weights, or bench with the same checkpoint",
-            )
-        self.model = LogitsModel(loaded.module, upsample=bool(record.get("upsampled_output"))).eval()
-        return self
-
-    def __exit__(self, *_) -> None:
-        self.model = None
-
-    def infer(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import torch
-
-        with torch.inference_mode():
-            return {self.output_name: self.model(torch.from_numpy(batch[self.input_name])).numpy()}
+    record = manifest.data["model"]
+    loaded = load_model(record["source"], model_kwargs=record.get("model_kwargs") or {},
+                        num_classes=record.get("num_classes_arg"), weights=record.get("weights"))
+    recorded = record.get("weights_fingerprint")
+    if recorded and weights_fingerprint(loaded.module) != recorded:
+        raise SegdeployError(
+            "cannot rebuild the PyTorch reference: its weights differ from those exported "
+            "(checkpoint changed, or random initialisation under another torch version)",
+            "re-export with --weights, or bench with the same checkpoint",
+        )
+    return LogitsModel(loaded.module, upsample=bool(record.get("upsampled_output"))).eval()
