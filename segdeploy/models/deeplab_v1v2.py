@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from segdeploy.models.backbones import DilatedResNet, vgg16_stages
-from segdeploy.models.layers import check_common, resize_to, scaled
+from segdeploy.models.layers import check_common, resize_to, scaled, vgg_fc_head
 from segdeploy.models.registry import ModelSpec, register
 
 
@@ -34,15 +34,7 @@ class DeepLabV1(nn.Module):
         self.pools = nn.ModuleList(nn.MaxPool2d(3, stride=s, padding=1) for s in (2, 2, 2, 1, 1))
         self.pool5a = nn.AvgPool2d(3, stride=1, padding=1)
         fc = scaled(1024, width)
-        self.head = nn.Sequential(
-            nn.Conv2d(scaled(512, width), fc, 3, padding=12, dilation=12),
-            nn.ReLU(inplace=True),
-            nn.Dropout2d(dropout),
-            nn.Conv2d(fc, fc, 1),
-            nn.ReLU(inplace=True),
-            nn.Dropout2d(dropout),
-            nn.Conv2d(fc, num_classes, 1),
-        )
+        self.head = vgg_fc_head(scaled(512, width), fc, num_classes, kernel=3, padding=12, dilation=12, dropout=dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x

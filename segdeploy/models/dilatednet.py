@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from segdeploy.models.backbones import vgg16_stages
-from segdeploy.models.layers import check_common, resize_to, scaled
+from segdeploy.models.layers import check_common, resize_to, scaled, vgg_fc_head
 from segdeploy.models.registry import ModelSpec, register
 
 CONTEXT_DILATIONS = (1, 1, 2, 4, 8, 16, 1)
@@ -60,15 +60,8 @@ class DilatedNet(nn.Module):
         self.stages = vgg16_stages(in_channels, width, dilations=(1, 1, 1, 1, 2))
         self.pool = nn.MaxPool2d(2, 2)
         fc = scaled(4096, width)
-        self.front_head = nn.Sequential(
-            nn.Conv2d(scaled(512, width), fc, 7, padding=12, dilation=4),
-            nn.ReLU(inplace=True),
-            nn.Dropout2d(dropout),
-            nn.Conv2d(fc, fc, 1),
-            nn.ReLU(inplace=True),
-            nn.Dropout2d(dropout),
-            nn.Conv2d(fc, num_classes, 1),
-        )
+        self.front_head = vgg_fc_head(scaled(512, width), fc, num_classes, kernel=7, padding=12, dilation=4,
+                                      dropout=dropout)
         self.context = ContextModule(num_classes, context == "large") if context != "none" else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from segdeploy.models.backbones import vgg16_stages
-from segdeploy.models.layers import bilinear_upsampler, check_common, scaled
+from segdeploy.models.layers import bilinear_upsampler, check_common, scaled, vgg_fc_head
 from segdeploy.models.registry import ModelSpec, register
 
 
@@ -33,15 +33,7 @@ class FCN(nn.Module):
         self.pool = nn.MaxPool2d(2, 2)
         fc = scaled(4096, width)
         c5 = scaled(512, width)
-        self.fc = nn.Sequential(
-            nn.Conv2d(c5, fc, 7, padding=3),
-            nn.ReLU(inplace=True),
-            nn.Dropout2d(dropout),
-            nn.Conv2d(fc, fc, 1),
-            nn.ReLU(inplace=True),
-            nn.Dropout2d(dropout),
-            nn.Conv2d(fc, num_classes, 1),
-        )
+        self.fc = vgg_fc_head(c5, fc, num_classes, kernel=7, padding=3, dropout=dropout)
         if stride <= 16:
             self.score_pool4 = self._zero_scorer(c5, num_classes)
             self.up_pool5 = bilinear_upsampler(num_classes, 2)

@@ -56,3 +56,21 @@ def bilinear_upsampler(channels: int, factor: int, *, learnable: bool = True) ->
             layer.weight.copy_(bilinear_kernel(channels, 2 * factor))
     layer.weight.requires_grad_(learnable)
     return layer
+
+
+def vgg_fc_head(cin: int, fc: int, num_classes: int, *, kernel: int, padding: int, dilation: int = 1,
+                dropout: float = 0.5) -> nn.Sequential:
+    """VGG16's fc6/fc7 as convolutions (conv k×k → ReLU → dropout → 1×1 → ReLU → dropout) + a 1×1 classifier.
+
+    Shared by FCN (7×7 fc6), DeepLab v1 LargeFOV (3×3 at dilation 12) and DilatedNet's front end
+    (7×7 at dilation 4); they differ only in fc6's kernel, padding and dilation.
+    """
+    return nn.Sequential(
+        nn.Conv2d(cin, fc, kernel, padding=padding, dilation=dilation),
+        nn.ReLU(inplace=True),
+        nn.Dropout2d(dropout),
+        nn.Conv2d(fc, fc, 1),
+        nn.ReLU(inplace=True),
+        nn.Dropout2d(dropout),
+        nn.Conv2d(fc, num_classes, 1),
+    )

@@ -20,14 +20,13 @@ from segdeploy.manifest import Manifest
 from segdeploy.models import get_spec, list_specs
 
 from build_helpers import requires_tensorrt
+from tests.models.zoo_support import TINY, zoo_names
 
 pytestmark = [pytest.mark.trt, requires_tensorrt]
 
-# Keyword arguments that make each architecture tiny. Architectures not listed are built
-# with their defaults; add an entry when a new one is registered with a width option.
-TINY_KWARGS: dict[str, dict] = {
-    "unet": {"width": 0.125},
-}
+# Keyword arguments that make each architecture tiny: every builder with a width multiplier
+# (the zoo) gets the zoo tests' tiny width; torchvision's are built with their defaults.
+TINY_KWARGS: dict[str, dict] = {name: {"width": TINY} for name in zoo_names()} | {"unet": {"width": 0.125}}
 # Full-width torchvision ResNet backbones: one of them (fcn_resnet50) runs by default.
 SLOW = {"deeplabv3_resnet50", "deeplabv3_resnet101", "fcn_resnet101"}
 # Architectures whose FP16 and INT8 graphs are also built, static and with a dynamic profile.
