@@ -7,6 +7,7 @@ per iteration (see `scripts/measure_harness_overhead.py`).
 
 from __future__ import annotations
 
+import gc
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -73,9 +74,50 @@ def time_calls(
     if (iterations is not None and iterations < 1) or (duration is not None and duration <= 0):
         raise UsageError("--iterations must be >= 1 and --duration > 0")
     _warm_up(call, warmup, warmup_seconds, clock)
-    if duration is None:
-        return _fixed_count(call, iterations, clock)
-    return _time_budget(call, duration, iterations, clock)
+    collecting = gc.isenabled()
+    gc.disable()  # a collection pause inside a timed call is the harness's noise, not the model's
+    try:
+        if duration is None:
+            return _fixed_count(call, iterations, clock)
+        return _time_budget(call, duration, iterations, clock)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def time_interleaved(
+    calls: dict[str, Callable[[], object]],
+    *,
+    rounds: int = 5,
+    warmup: int = 10,
+    warmup_seconds: float | None = None,
+    iterations: int | None = 100,
+    duration: float | None = None,
+    clock: Callable[[], int] = time.perf_counter_ns,
+) -> dict[str, list[float]]:
+    """Time several calls in `rounds`, rotating their order each round, and pool the samples.
+
+    Timing one target after another lets whatever ran before (another runtime's spinning
+    thread pool, a warm or cold cache, the machine's load drifting) bias a single target;
+    rotation spreads those effects over all of them. Iterations and duration are split
+    across rounds; warm-up is repeated (divided) in every round.
+    """
+    names = list(calls)
+    rounds = max(1, min(rounds, iterations or rounds))
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    per_round = None if iterations is None else [iterations // rounds + (r < iterations % rounds) for r in range(rounds)]
+    for r in range(rounds):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            samples[name] += time_calls(
+                calls[name],
+                warmup=max(1, warmup // rounds) if warmup else 0,
+                warmup_seconds=None if warmup_seconds is None else warmup_seconds / rounds,
+                iterations=None if per_round is None else per_round[r],
+                duration=None if duration is None else duration / rounds,
+                clock=clock,
+            )
+    return samples
 
 
 def _warm_up(call, count: int, seconds: float | None, clock) -> None:

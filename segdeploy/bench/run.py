@@ -16,7 +16,7 @@ import numpy as np
 from segdeploy.bench.accuracy import measure_accuracy
 from segdeploy.bench.environment import environment
 from segdeploy.bench.gates import GateOptions, GateResult, check_gates, load_baseline
-from segdeploy.bench.latency import summarize, time_calls
+from segdeploy.bench.latency import summarize, time_interleaved
 from segdeploy.bench.targets import REFERENCE, Target, select_targets
 from segdeploy.classes import ClassInfo
 from segdeploy.errors import SegdeployError, UsageError
@@ -40,6 +40,7 @@ class BenchOptions:
     iterations: int | None = 50
     duration: float | None = None
     batch: int = 1
+    rounds: int = 5  # latency: targets timed in interleaved rounds, order rotated each round
     threads: int | None = None
     limit: int | None = None
     eval_batch: int = 4
@@ -82,10 +83,8 @@ def run_bench(deploy_dir, options: BenchOptions, step: Callable[[str], None] = l
         accuracy = measure_accuracy(predictors, REFERENCE, dataset, preprocess, input_shape[2:],
                                     num_classes=manifest.data["model"]["num_classes"], batch_size=eval_batch,
                                     limit=options.limit, on_batch=on_batch)
-        latency = {}
-        for target in everything:
-            step(f"latency: {target.name}")
-            latency[target.name] = _latency(runners[target.name], dataset, preprocess, input_name, input_shape, options)
+        step(f"latency: {len(everything)} targets, interleaved")
+        latency = _latency(runners, dataset, preprocess, input_name, input_shape, options)
         examples = _examples(predictors, dataset, preprocess, input_shape, manifest) if options.plots else None
     report = _report(manifest, identity, everything, skipped, accuracy, latency, options)
     gates = check_gates(report, options.gates, REFERENCE)
@@ -159,24 +158,28 @@ def _predictor(runner, input_name: str):
     return predict
 
 
-def _latency(runner, dataset, preprocess: Preprocess, input_name: str, input_shape, options: BenchOptions) -> dict:
-    """Pure inference (a preprocessed batch) and end to end (decoded image → class map at image size)."""
+def _latency(runners: dict, dataset, preprocess: Preprocess, input_name: str, input_shape, options: BenchOptions) -> dict:
+    """Pure inference (a preprocessed batch) and end to end (decoded image → class map at image size),
+    every target timed in interleaved rounds (see `time_interleaved`)."""
     image = dataset[0].image
     tensor, geometry = preprocess(image, input_shape[2:])
     feed = {input_name: np.ascontiguousarray(np.repeat(tensor[None], options.batch, axis=0))}
+
+    def end_to_end(runner):
+        def call() -> None:
+            batch = [preprocess(image, input_shape[2:])[0] for _ in range(options.batch)]
+            logits = next(iter(runner.infer({input_name: np.stack(batch)}).values()))
+            for class_map in logits.argmax(axis=1):
+                Preprocess.restore(class_map, geometry)
+        return call
+
     timing = dict(warmup=options.warmup, warmup_seconds=options.warmup_seconds, iterations=options.iterations,
-                  duration=options.duration)
-    pure = time_calls(lambda: runner.infer(feed), **timing)
-
-    def end_to_end() -> None:
-        batch = [preprocess(image, input_shape[2:])[0] for _ in range(options.batch)]
-        logits = next(iter(runner.infer({input_name: np.stack(batch)}).values()))
-        for class_map in logits.argmax(axis=1):
-            Preprocess.restore(class_map, geometry)
-
-    e2e = time_calls(end_to_end, **timing)
-    return {"inference": summarize(pure, options.batch).to_dict(), "end_to_end": summarize(e2e, options.batch).to_dict(),
-            "samples_ms": [round(s, 4) for s in pure]}
+                  duration=options.duration, rounds=options.rounds)
+    pure = time_interleaved({name: (lambda r=r: r.infer(feed)) for name, r in runners.items()}, **timing)
+    e2e = time_interleaved({name: end_to_end(r) for name, r in runners.items()}, **timing)
+    return {name: {"inference": summarize(pure[name], options.batch).to_dict(),
+                   "end_to_end": summarize(e2e[name], options.batch).to_dict(),
+                   "samples_ms": [round(v, 4) for v in pure[name]]} for name in runners}
 
 
 def _examples(predictors, dataset, preprocess: Preprocess, input_shape, manifest: Manifest) -> dict:
@@ -208,7 +211,7 @@ def _report(manifest, identity, everything, skipped, accuracy, latency, options)
         "deploy_dir": str(manifest.directory),
         "model": identity,
         "data": {"path": str(options.data or "calib/"), "images": accuracy["images"], "labelled": accuracy["labelled"]},
-        "settings": {"batch": options.batch, "threads": options.threads, "warmup": options.warmup,
+        "settings": {"batch": options.batch, "threads": options.threads, "rounds": options.rounds, "warmup": options.warmup,
                      "warmup_seconds": options.warmup_seconds, "iterations": options.iterations,
                      "duration": options.duration, "limit": options.limit},
         "environment": environment(options.threads),

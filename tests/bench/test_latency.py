@@ -55,3 +55,22 @@ def test_bad_arguments():
         time_calls(lambda: None, iterations=None, duration=None)
     with pytest.raises(UsageError):
         time_calls(lambda: None, iterations=0)
+
+
+def test_interleaved_rounds_rotate_order_and_split_iterations():
+    from segdeploy.bench.latency import time_interleaved
+
+    clock = FakeClock([1.0])
+    order: list[str] = []
+
+    def make(name, ms):
+        def call():
+            order.append(name)
+            clock.now += int(ms * 1e6)
+        return call
+
+    samples = time_interleaved({"a": make("a", 1.0), "b": make("b", 2.0), "c": make("c", 3.0)},
+                               rounds=3, warmup=0, iterations=7, clock=clock)
+    assert samples == {"a": [1.0] * 7, "b": [2.0] * 7, "c": [3.0] * 7}
+    # 7 iterations over 3 rounds: 3, 2, 2; the first target of each round rotates a → b → c
+    assert order == ["a"] * 3 + ["b"] * 3 + ["c"] * 3 + ["b"] * 2 + ["c"] * 2 + ["a"] * 2 + ["c"] * 2 + ["a"] * 2 + ["b"] * 2
