@@ -67,8 +67,12 @@ def time_calls(
     iterations: int | None = 100,
     duration: float | None = None,
     clock: Callable[[], int] = time.perf_counter_ns,
+    on_sample: Callable[[], None] | None = None,
 ) -> list[float]:
-    """Warm up, then time `call` `iterations` times or for `duration` seconds; returns ms per call."""
+    """Warm up, then time `call` `iterations` times or for `duration` seconds; returns ms per call.
+
+    `on_sample` runs after each timed call (not after warm-up calls), outside the timed region.
+    """
     if iterations is None and duration is None:
         raise UsageError("give --iterations or --duration")
     if (iterations is not None and iterations < 1) or (duration is not None and duration <= 0):
@@ -78,8 +82,8 @@ def time_calls(
     gc.disable()  # a collection pause inside a timed call is the harness's noise, not the model's
     try:
         if duration is None:
-            return _fixed_count(call, iterations, clock)
-        return _time_budget(call, duration, iterations, clock)
+            return _fixed_count(call, iterations, clock, on_sample)
+        return _time_budget(call, duration, iterations, clock, on_sample)
     finally:
         if collecting:
             gc.enable()
@@ -94,6 +98,7 @@ def time_interleaved(
     iterations: int | None = 100,
     duration: float | None = None,
     clock: Callable[[], int] = time.perf_counter_ns,
+    on_sample: dict[str, Callable[[], None]] | None = None,
 ) -> dict[str, list[float]]:
     """Time several calls in `rounds`, rotating their order each round, and pool the samples.
 
@@ -116,6 +121,7 @@ def time_interleaved(
                 iterations=None if per_round is None else per_round[r],
                 duration=None if duration is None else duration / rounds,
                 clock=clock,
+                on_sample=(on_sample or {}).get(name),
             )
     return samples
 
@@ -130,20 +136,24 @@ def _warm_up(call, count: int, seconds: float | None, clock) -> None:
         call()
 
 
-def _fixed_count(call, iterations: int, clock) -> list[float]:
+def _fixed_count(call, iterations: int, clock, on_sample=None) -> list[float]:
     samples = [0] * iterations
     for i in range(iterations):
         start = clock()
         call()
         samples[i] = clock() - start
+        if on_sample is not None:
+            on_sample()
     return [s / 1e6 for s in samples]
 
 
-def _time_budget(call, duration: float, at_least: int | None, clock) -> list[float]:
+def _time_budget(call, duration: float, at_least: int | None, clock, on_sample=None) -> list[float]:
     samples: list[int] = []
     end = clock() + int(duration * 1e9)
     while clock() < end or len(samples) < (at_least or 1):
         start = clock()
         call()
         samples.append(clock() - start)
+        if on_sample is not None:
+            on_sample()
     return [s / 1e6 for s in samples]

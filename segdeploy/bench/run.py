@@ -175,11 +175,26 @@ def _latency(runners: dict, dataset, preprocess: Preprocess, input_name: str, in
 
     timing = dict(warmup=options.warmup, warmup_seconds=options.warmup_seconds, iterations=options.iterations,
                   duration=options.duration, rounds=options.rounds)
-    pure = time_interleaved({name: (lambda r=r: r.infer(feed)) for name, r in runners.items()}, **timing)
+    # GPU runners expose each call's CUDA-event times (H2D, compute, D2H); keep those of timed calls.
+    device: dict[str, list[dict]] = {name: [] for name in runners}
+    keep = {name: (lambda n=name, r=r: device[n].append(r.last_device_ms))
+            for name, r in runners.items() if hasattr(r, "last_device_ms")}
+    pure = time_interleaved({name: (lambda r=r: r.infer(feed)) for name, r in runners.items()}, on_sample=keep,
+                            **timing)
     e2e = time_interleaved({name: end_to_end(r) for name, r in runners.items()}, **timing)
-    return {name: {"inference": summarize(pure[name], options.batch).to_dict(),
-                   "end_to_end": summarize(e2e[name], options.batch).to_dict(),
-                   "samples_ms": [round(v, 4) for v in pure[name]]} for name in runners}
+    report = {}
+    for name in runners:
+        report[name] = {"inference": summarize(pure[name], options.batch).to_dict(),
+                        "end_to_end": summarize(e2e[name], options.batch).to_dict(),
+                        "samples_ms": [round(v, 4) for v in pure[name]]}
+        if device[name]:
+            report[name]["device_ms"] = device_breakdown(device[name], options.batch)
+    return report
+
+
+def device_breakdown(timings: list[dict], batch: int) -> dict:
+    """Per-phase statistics (ms) of the CUDA-event timings of the timed calls."""
+    return {phase: summarize([t[phase] for t in timings], batch).to_dict() for phase in ("h2d", "compute", "d2h")}
 
 
 def _examples(predictors, dataset, preprocess: Preprocess, input_shape, manifest: Manifest) -> dict:

@@ -74,3 +74,46 @@ def test_interleaved_rounds_rotate_order_and_split_iterations():
     assert samples == {"a": [1.0] * 7, "b": [2.0] * 7, "c": [3.0] * 7}
     # 7 iterations over 3 rounds: 3, 2, 2; the first target of each round rotates a → b → c
     assert order == ["a"] * 3 + ["b"] * 3 + ["c"] * 3 + ["b"] * 2 + ["c"] * 2 + ["a"] * 2 + ["c"] * 2 + ["a"] * 2 + ["b"] * 2
+
+
+def test_on_sample_runs_after_timed_calls_only():
+    clock = FakeClock([2.0])
+    seen: list[int] = []
+    samples = time_calls(clock.work, warmup=4, iterations=3, clock=clock, on_sample=lambda: seen.append(clock.calls))
+    assert samples == [2.0, 2.0, 2.0]
+    assert seen == [5, 6, 7]  # after the 5th, 6th and 7th call: the 4 warm-up calls are not sampled
+
+
+def test_bench_reports_device_phases_of_gpu_runners():
+    """A runner exposing CUDA-event times (as TrtRunner does) gets an H2D/compute/D2H breakdown."""
+    from segdeploy.bench.run import device_breakdown
+
+    timings = [{"h2d": 0.5, "compute": 4.0 + i, "d2h": 0.25} for i in range(5)]
+    breakdown = device_breakdown(timings, batch=1)
+    assert breakdown["compute"]["median"] == 6.0 and breakdown["compute"]["max"] == 8.0
+    assert breakdown["h2d"]["mean"] == 0.5 and breakdown["d2h"]["iterations"] == 5
+
+
+def test_latency_keeps_device_times_of_timed_calls_only():
+    from types import SimpleNamespace
+
+    from segdeploy.bench.run import BenchOptions, _latency
+    from segdeploy.preprocess import Preprocess
+
+    class GpuLikeRunner:
+        def __init__(self):
+            self.calls = 0
+            self.last_device_ms = None
+
+        def infer(self, feed):
+            self.calls += 1
+            self.last_device_ms = {"h2d": 0.1, "compute": float(self.calls), "d2h": 0.2}
+            return {"logits": np.zeros((1, 2, 8, 8), dtype=np.float32)}
+
+    runner = GpuLikeRunner()
+    dataset = [SimpleNamespace(image=np.zeros((10, 12, 3), dtype=np.uint8))]
+    options = BenchOptions(iterations=4, warmup=3, rounds=1)
+    report = _latency({"gpu": runner}, dataset, Preprocess(), "input", [1, 3, 8, 8], options)["gpu"]
+    # inference: 3 warm-up calls (1..3) then 4 timed (4..7); only the timed ones are kept
+    assert report["device_ms"]["compute"]["min"] == 4.0 and report["device_ms"]["compute"]["max"] == 7.0
+    assert report["device_ms"]["compute"]["iterations"] == 4 and report["inference"]["iterations"] == 4

@@ -68,6 +68,21 @@ class PyCuda:
     def synchronize(self) -> None:
         self.stream.synchronize()
 
+    def new_event(self):
+        return self.driver.Event()
+
+    def record(self, event) -> None:
+        event.record(self.stream)
+
+    @staticmethod
+    def elapsed_ms(start, end) -> float:
+        """Device time between two recorded events (the stream must have been synchronized)."""
+        return float(end.time_since(start))
+
+    @staticmethod
+    def destroy_event(event) -> None:
+        del event  # pycuda releases an event when it is collected
+
     def free(self, device, host) -> None:
         device.free()
         del host  # page-locked host memory is released when its array is collected
@@ -114,6 +129,19 @@ class CudaPython:
 
     def synchronize(self) -> None:
         self._check(self.cudart.cudaStreamSynchronize(self.stream))
+
+    def new_event(self):
+        return self._check(self.cudart.cudaEventCreate())
+
+    def record(self, event) -> None:
+        self._check(self.cudart.cudaEventRecord(event, self.stream))
+
+    def elapsed_ms(self, start, end) -> float:
+        """Device time between two recorded events (the stream must have been synchronized)."""
+        return float(self._check(self.cudart.cudaEventElapsedTime(start, end)))
+
+    def destroy_event(self, event) -> None:
+        self._check(self.cudart.cudaEventDestroy(event))
 
     def free(self, device, host: np.ndarray) -> None:
         self._check(self.cudart.cudaFree(int(device)))

@@ -68,6 +68,8 @@ class TrtRunner(Runner):
         self.record = record or {}
         self.rebuild_hint = rebuild_hint or "rebuild it on this machine with `segdeploy build DEPLOY_DIR --backend tensorrt`"
         self.buffers: dict[str, tuple] = {}
+        self.events: list = []
+        self.last_device_ms: dict[str, float] | None = None  # CUDA-event times of the last infer()
 
     def _activate(self) -> None:
         flavour = load_tensorrt()
@@ -80,6 +82,8 @@ class TrtRunner(Runner):
         self.cuda = load_cuda()
         try:
             self._load_engine(flavour)
+            # start, inputs copied, engine done, outputs copied: H2D, compute and D2H apart
+            self.events = [self.cuda.new_event() for _ in range(4)]
         except BaseException:
             self.cuda.close()
             raise
@@ -113,6 +117,9 @@ class TrtRunner(Runner):
         for device, host, _ in self.buffers.values():
             self.cuda.free(device, host)
         self.buffers.clear()
+        for event in self.events:
+            self.cuda.destroy_event(event)
+        self.events = []
         self.context = self.engine = self.runtime = None
         self.cuda.close()
 
@@ -130,6 +137,8 @@ class TrtRunner(Runner):
     def _infer(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if set(batch) != set(self.inputs):
             raise SegdeployError(f"inputs {sorted(batch)} do not match the engine's {sorted(self.inputs)}")
+        start, copied_in, computed, copied_out = self.events
+        self.cuda.record(start)
         for name in self.inputs:
             array = np.ascontiguousarray(batch[name], dtype=self.trt.nptype(self.engine.get_tensor_dtype(name)))
             self._check_profile(name, array.shape)
@@ -144,12 +153,18 @@ class TrtRunner(Runner):
             dtype = np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name)))
             shapes[name] = (shape, dtype)
             self._buffer(name, int(np.prod(shape)) * dtype.itemsize)
+        self.cuda.record(copied_in)
         if not self.context.execute_async_v3(self.cuda.stream_handle):
             raise SegdeployError(f"TensorRT failed to run {self.path.name}: {' | '.join(self.logger.errors[-2:])}")
+        self.cuda.record(computed)
         for name, (shape, dtype) in shapes.items():
             device, host, _ = self.buffers[name]
             self.cuda.to_host(host, device, int(np.prod(shape)) * dtype.itemsize)
+        self.cuda.record(copied_out)
         self.cuda.synchronize()
+        self.last_device_ms = {"h2d": self.cuda.elapsed_ms(start, copied_in),
+                               "compute": self.cuda.elapsed_ms(copied_in, computed),
+                               "d2h": self.cuda.elapsed_ms(computed, copied_out)}
         return {
             name: host[: int(np.prod(shape)) * dtype.itemsize].view(dtype).reshape(shape).copy()
             for name, (shape, dtype) in shapes.items()
