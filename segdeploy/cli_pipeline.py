@@ -18,6 +18,7 @@ def pipeline_command(
     """Export → build → bench over models × precisions × backends; one table and a Pareto plot."""
     from rich.table import Table
 
+    from segdeploy.bench.reports import fmt_number
     from segdeploy.pipeline import demo_config, load_config, run_pipeline
 
     with user_errors():
@@ -36,8 +37,8 @@ def pipeline_command(
                     table.add_row(row["model"], row["artifact"], "–", "–", f"skipped: {row['skipped']}", *["–"] * 5)
                     continue
                 table.add_row(row["model"], row["artifact"], row["backend"], row["precision"],
-                              *(_fmt(row[k], d) for k, d in (("p50_ms", 2), ("p99_ms", 2), ("throughput", 1), ("miou", 2))),
-                              _fmt(row["delta_miou"], 2, signed=True), _fmt(row["pixel_agreement"], 2))
+                              *(fmt_number(row[k], d) for k, d in (("p50_ms", 2), ("p99_ms", 2), ("throughput", 1), ("miou", 2))),
+                              fmt_number(row["delta_miou"], 2, signed=True), fmt_number(row["pixel_agreement"], 2))
             stdout.print(table)
             if result.reused:
                 stdout.print("reused (inputs unchanged): " + "; ".join(result.reused), highlight=False)
@@ -48,8 +49,3 @@ def pipeline_command(
             stderr.print("[bold red]pipeline gates failed[/] (see each model's bench/bench.md)", highlight=False)
             raise typer.Exit(1)
 
-
-def _fmt(value, digits: int, signed: bool = False) -> str:
-    if value is None:
-        return "–"
-    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"

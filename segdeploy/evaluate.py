@@ -136,10 +136,9 @@ def class_maps(logits, geometries: Sequence[Geometry], input_hw: Sequence[int], 
 
 
 def _to_numpy(logits) -> np.ndarray:
-    if isinstance(logits, Mapping):  # torchvision segmentation models return {"out": ...}
-        logits = logits["out"] if "out" in logits else next(iter(logits.values()))
-    if isinstance(logits, (list, tuple)):
-        logits = logits[0]
+    from segdeploy.export.wrapper import pick_logits
+
+    logits = pick_logits(logits)
     if hasattr(logits, "detach"):
         logits = logits.detach().cpu().numpy()
     return np.asarray(logits)

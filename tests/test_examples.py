@@ -50,10 +50,13 @@ def test_workflow_commands_run_as_written(cli, tmp_path):
     assert proc.returncode == 0, proc.stderr
     (tmp_path / "ci" / "bench.json").rename(tmp_path / "ci" / "bench-baseline.json")
     proc = cli(*bench, "--iterations", "3", "--warmup", "1", "--max-latency-ms", "100000", cwd=tmp_path)
-    assert proc.returncode in (0, 1), proc.stderr  # the slowdown gate may trip on a loaded machine; usage is right
     report = json.loads((tmp_path / "bench-report" / "bench.json").read_text())
     gates = {g["gate"] for g in report["gates"]["results"]}
     assert {"max-miou-drop", "min-agreement", "max-slowdown", "baseline-miou"} <= gates
+    # Only the latency ratio may trip (a loaded machine); accuracy gates must pass, and exit 0 iff all pass.
+    failed = {g["gate"] for g in report["gates"]["results"] if not g["passed"]}
+    assert failed <= {"max-slowdown"}, failed
+    assert proc.returncode == (1 if failed else 0), proc.stderr
 
 
 def _ros_node():

@@ -29,8 +29,8 @@ class TorchRunner(Runner):
     def _infer(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
+        from segdeploy.export.wrapper import pick_logits
+
         with torch.inference_mode():
-            out = self.module(torch.from_numpy(np.ascontiguousarray(batch[self.input_name])))
-        if isinstance(out, dict):  # torchvision segmentation models return {"out": ..., "aux": ...}
-            out = out["out"]
+            out = pick_logits(self.module(torch.from_numpy(np.ascontiguousarray(batch[self.input_name]))))
         return {self.output_name: out.numpy()}

@@ -20,18 +20,20 @@ def table_rows(report: dict) -> list[list[str]]:
         e2e = (target.get("latency") or {}).get("end_to_end") or {}
         acc = target.get("accuracy") or {}
         worst = acc.get("worst_class_delta_iou")
+        cells = [(lat, "median", 2), (lat, "p90", 2), (lat, "p99", 2), (lat, "throughput", 1), (e2e, "median", 2),
+                 (acc, "miou", 2)]
         rows.append([
-            name, target["backend"], target["precision"],
-            _f(lat.get("median")), _f(lat.get("p90")), _f(lat.get("p99")), _f(lat.get("throughput"), 1),
-            _f(e2e.get("median")), _f(acc.get("miou")), _f(acc.get("delta_miou"), 2, signed=True),
-            _f(acc.get("pixel_agreement"), 3), f"{worst['delta']:+.2f} ({worst['class']})" if worst else "–",
+            name, target["backend"], target["precision"], *(fmt_number(d.get(k), n) for d, k, n in cells),
+            fmt_number(acc.get("delta_miou"), 2, signed=True), fmt_number(acc.get("pixel_agreement"), 3),
+            f"{worst['delta']:+.2f} ({worst['class']})" if worst else "–",
         ])
     for skipped in report.get("skipped", []):
         rows.append([skipped["name"], "–", "–", *["–"] * 8, f"skipped: {skipped['reason']}"])
     return rows
 
 
-def _f(value, digits: int = 2, signed: bool = False) -> str:
+def fmt_number(value, digits: int = 2, signed: bool = False) -> str:
+    """A table cell: fixed digits, optional sign, an en dash for a missing figure."""
     if value is None:
         return "–"
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"

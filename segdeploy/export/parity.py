@@ -28,16 +28,6 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> dict:
     return {"max_abs_error": max_abs, "rel_error": max_abs / span, "argmax_agreement": agreement}
 
 
-def ort_session(onnx_path, threads: int | None = None):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-
-
 def prove_parity(
     model: nn.Module,
     onnx_path,
@@ -48,34 +38,39 @@ def prove_parity(
     seed: int = 20251123,
 ) -> dict:
     """Run PyTorch and onnxruntime on fresh random inputs of each shape; raise ParityError on failure."""
-    session = ort_session(onnx_path)
+    from segdeploy.backends.onnxruntime import OrtRunner
+
     generator = torch.Generator().manual_seed(seed)
-    checks = []
-    for shape in shapes:
-        sample = torch.randn(*shape, generator=generator)
-        try:
-            with torch.no_grad():
-                reference = model(sample).numpy()
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0][:200]
-            raise ParityError(
-                f"the model itself cannot run at input {_fmt(shape)} in PyTorch ({first})",
-                "it does not support dynamic height/width; export a static --input-shape",
-            ) from None
-        try:
-            candidate = session.run(None, {input_name: sample.numpy()})[0]
-        except Exception as exc:  # onnxruntime raises its own exception types
-            first = str(exc).strip().splitlines()[0][:300]
-            raise ParityError(
-                f"the exported graph cannot run at input {_fmt(shape)}: {first}",
-                "the model fixes a size internally; export with a static --input-shape (no --dynamic height,width)",
-            ) from None
-        checks.append({"shape": list(shape), **compare_logits(reference, candidate)})
+    with OrtRunner(onnx_path) as runner:
+        checks = [_check_shape(model, runner, shape, input_name, generator) for shape in shapes]
     report = _summarise(checks, thresholds)
     if not report["passed"]:
         worst = min(checks, key=lambda c: c.get("argmax_agreement", 0.0))
         raise ParityError(_failure_message(worst, thresholds), "the graph does not compute what the model does")
     return report
+
+
+def _check_shape(model: nn.Module, runner, shape, input_name: str, generator: torch.Generator) -> dict:
+    """PyTorch vs the graph on one fresh random input of `shape`."""
+    sample = torch.randn(*shape, generator=generator)
+    try:
+        with torch.no_grad():
+            reference = model(sample).numpy()
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0][:200]
+        raise ParityError(
+            f"the model itself cannot run at input {_fmt(shape)} in PyTorch ({first})",
+            "it does not support dynamic height/width; export a static --input-shape",
+        ) from None
+    try:
+        candidate = next(iter(runner.infer({input_name: sample.numpy()}).values()))
+    except Exception as exc:  # onnxruntime raises its own exception types
+        first = str(exc).strip().splitlines()[0][:300]
+        raise ParityError(
+            f"the exported graph cannot run at input {_fmt(shape)}: {first}",
+            "the model fixes a size internally; export with a static --input-shape (no --dynamic height,width)",
+        ) from None
+    return {"shape": list(shape), **compare_logits(reference, candidate)}
 
 
 def _summarise(checks: list[dict], thresholds: ParityThresholds) -> dict:

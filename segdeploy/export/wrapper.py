@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -10,8 +11,12 @@ from segdeploy.errors import ExportError
 from segdeploy.export.scripted import ScriptedDict, ScriptedFirst, ScriptedTensor
 
 
-def pick_logits(output) -> torch.Tensor:
-    """torchvision's {"out", "aux"} dict → "out"; a tuple/list → its first item; a tensor → itself."""
+def pick_logits(output):
+    """torchvision's {"out", "aux"} dict → "out"; a tuple/list → its first item; a tensor or array → itself.
+
+    The one place that knows what a segmentation model's output may look like (export,
+    evaluation and the PyTorch runner all call it).
+    """
     if isinstance(output, dict):
         if "out" in output:
             return output["out"]
@@ -22,7 +27,7 @@ def pick_logits(output) -> torch.Tensor:
         if not output:
             raise ExportError("the model returned an empty sequence; segdeploy needs N×C×H×W logits")
         return pick_logits(output[0])
-    if torch.is_tensor(output):
+    if torch.is_tensor(output) or isinstance(output, np.ndarray):
         return output
     raise ExportError(f"the model returned {type(output).__name__}; segdeploy needs N×C×H×W logits")
 

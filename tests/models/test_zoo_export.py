@@ -52,6 +52,22 @@ def test_static_export_proves_parity(name, conditioned_weights, tmp_path):
     # The model itself produced logits at the input's H×W: no upsampling was appended
     # (which would hide an H/W swap inside the model).
     assert json.loads((result.directory / "manifest.json").read_text())["model"]["upsampled_output"] is False
+    _check_graph_independently(name, conditioned_weights(name), result.onnx_path, (h, w))
+
+
+def _check_graph_independently(name, weights, onnx_path, hw):
+    """Not trusting the export's own parity report: run the graph here and compare with the model."""
+    import onnxruntime as ort
+
+    model = get_spec(name).build(num_classes=NUM_CLASSES, width=TINY).eval()
+    model.load_state_dict(torch.load(weights, weights_only=True))
+    x = torch.randn(1, 3, *hw, generator=torch.Generator().manual_seed(11))
+    with torch.no_grad():
+        want = model(x).numpy()
+    got = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
+    assert got.shape == want.shape == (1, NUM_CLASSES, *hw)
+    assert np.abs(got - want).max() <= 1e-4 * (want.max() - want.min())
+    assert (got.argmax(1) == want.argmax(1)).mean() >= 0.999
 
 
 @pytest.mark.parametrize("name", [n for n in zoo_names() if get_spec(n).dynamic_hw])
