@@ -28,6 +28,7 @@ def bench_command(
     batch: Annotated[int, typer.Option(min=1, help="Batch size for latency (needs a dynamic-batch export if > 1).", rich_help_panel=TIMING)] = 1,
     threads: Annotated[Optional[int], typer.Option(min=1, help="Intra-op threads for onnxruntime and PyTorch.", rich_help_panel=TIMING)] = None,
     rounds: Annotated[int, typer.Option(min=1, help="Time targets in this many interleaved rounds (order rotated each round).", rich_help_panel=TIMING)] = 5,
+    cuda_graph: Annotated[bool, typer.Option(help="TensorRT engines: replay inference as a CUDA graph (like trtexec --useCudaGraph).", rich_help_panel=TIMING)] = False,
     max_miou_drop: Annotated[Optional[float], typer.Option(help="Fail if an artifact's mIoU is more than this many points below PyTorch.", rich_help_panel=GATES)] = None,
     min_agreement: Annotated[Optional[float], typer.Option(help="Fail if fewer than this % of pixels agree with PyTorch.", rich_help_panel=GATES)] = None,
     max_latency_ms: Annotated[Optional[float], typer.Option(help="Fail if an artifact's latency exceeds this.", rich_help_panel=GATES)] = None,
@@ -51,7 +52,7 @@ def bench_command(
         options = BenchOptions(
             data=data, data_format=data_format, split=split, artifacts=artifact or None, backends=backend or None,
             warmup=warmup, warmup_seconds=warmup_seconds, iterations=iterations, duration=duration, batch=batch, rounds=rounds,
-            threads=threads, limit=limit, report_dir=report_dir, plots=plots, baseline_path=baseline,
+            threads=threads, cuda_graph=cuda_graph, limit=limit, report_dir=report_dir, plots=plots, baseline_path=baseline,
             gates=GateOptions(max_miou_drop=max_miou_drop, min_agreement=min_agreement, max_latency_ms=max_latency_ms,
                               latency_stat=latency_stat, max_slowdown=max_slowdown,
                               baseline_miou_tolerance=baseline_miou_tolerance),

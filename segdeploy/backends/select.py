@@ -23,14 +23,18 @@ def cannot_run_here(entry: dict) -> str | None:
     return None
 
 
-def make_runner(manifest: Manifest, name: str, *, threads: int | None = None, providers: list[str] | None = None):
-    """An (inactive) runner for artifact `name`; use it as a context manager."""
+def make_runner(manifest: Manifest, name: str, *, threads: int | None = None, providers: list[str] | None = None,
+                cuda_graph: bool = False):
+    """An (inactive) runner for artifact `name`; use it as a context manager.
+
+    `cuda_graph` applies to TensorRT engines (their enqueue is replayed as a CUDA graph).
+    """
     entry = manifest.artifact(name)
     path = manifest.directory / entry["file"]
     if entry.get("kind") == "engine":
         from segdeploy.backends.tensorrt.runner import TrtRunner
 
-        return TrtRunner(path, entry)
+        return TrtRunner(path, entry, cuda_graph=cuda_graph)
     from segdeploy.backends.onnxruntime import OrtRunner
 
     return OrtRunner(path, threads=threads, providers=providers)

@@ -42,6 +42,7 @@ class BenchOptions:
     batch: int = 1
     rounds: int = 5  # latency: targets timed in interleaved rounds, order rotated each round
     threads: int | None = None
+    cuda_graph: bool = False  # TensorRT engines: replay the enqueue as a CUDA graph
     limit: int | None = None
     eval_batch: int = 4
     report_dir: Path | None = None
@@ -64,7 +65,8 @@ class BenchResult:
 def run_bench(deploy_dir, options: BenchOptions, step: Callable[[str], None] = lambda _: None,
               on_batch: Callable[[int], None] | None = None) -> BenchResult:
     manifest = Manifest.load(deploy_dir)
-    reference, targets, skipped = select_targets(manifest, options.artifacts, options.backends, options.threads)
+    reference, targets, skipped = select_targets(manifest, options.artifacts, options.backends, options.threads,
+                                                 options.cuda_graph)
     identity = model_identity(manifest)
     if options.baseline_path is not None:
         options.gates.baseline = load_baseline(options.baseline_path, SCHEMA, identity)
@@ -214,6 +216,7 @@ def _report(manifest, identity, everything, skipped, accuracy, latency, options)
             "backend": target.backend,
             "precision": target.precision,
             "graph_target": target.target or None,
+            "cuda_graph": target.cuda_graph,
             "file": entry.get("file"),
             "sha256": entry.get("sha256"),
             "latency": latency.get(target.name),
@@ -227,6 +230,7 @@ def _report(manifest, identity, everything, skipped, accuracy, latency, options)
         "model": identity,
         "data": {"path": str(options.data or "calib/"), "images": accuracy["images"], "labelled": accuracy["labelled"]},
         "settings": {"batch": options.batch, "threads": options.threads, "rounds": options.rounds, "warmup": options.warmup,
+                     "cuda_graph": options.cuda_graph,
                      "warmup_seconds": options.warmup_seconds, "iterations": options.iterations,
                      "duration": options.duration, "limit": options.limit},
         "environment": environment(options.threads),

@@ -21,6 +21,7 @@ class Target:
     precision: str
     open: Callable[[], object]  # -> Runner-like: `with r:`, `r.infer({name: array}) -> {name: array}`
     target: str = ""  # the runtime family a precision graph was made for (e.g. tensorrt)
+    cuda_graph: bool = False  # its enqueue is replayed as a CUDA graph (TensorRT engines, on request)
 
 
 @dataclass
@@ -30,9 +31,14 @@ class Skipped:
 
 
 def select_targets(
-    manifest: Manifest, names: list[str] | None, backends: list[str] | None, threads: int | None
+    manifest: Manifest, names: list[str] | None, backends: list[str] | None, threads: int | None,
+    cuda_graph: bool = False,
 ) -> tuple[Target, list[Target], list[Skipped]]:
-    """The PyTorch reference, the artifacts to bench, and those that cannot run here (with why)."""
+    """The PyTorch reference, the artifacts to bench, and those that cannot run here (with why).
+
+    `cuda_graph` asks for CUDA-graph replay, which only TensorRT engines have: asked for with
+    no engine that runs here, it is an error rather than a flag silently ignored.
+    """
     artifacts = manifest.artifacts
     if not artifacts:
         raise SegdeployError(f"{manifest.directory} has no artifacts", "run `segdeploy export` and `segdeploy build` first")
@@ -53,13 +59,18 @@ def select_targets(
         if reason:
             skipped.append(Skipped(name, reason))
             continue
-        targets.append(_artifact_target(manifest, name, entry, threads))
+        targets.append(_artifact_target(manifest, name, entry, threads, cuda_graph))
+    if cuda_graph and not any(t.cuda_graph for t in targets):
+        why = "; ".join(f"{s.name}: {s.reason}" for s in skipped if manifest.artifacts[s.name].get("kind") == "engine")
+        raise UsageError("--cuda-graph applies to TensorRT engines, and no engine is benched here" + (f" ({why})" if why else ""),
+                         "build one with `segdeploy build DEPLOY_DIR --backend tensorrt`, or drop --cuda-graph")
     return reference_target(manifest, threads), targets, skipped
 
 
-def _artifact_target(manifest: Manifest, name: str, entry: dict, threads: int | None) -> Target:
-    factory = lambda: make_runner(manifest, name, threads=threads)  # noqa: E731
-    return Target(name, entry.get("backend", "?"), entry.get("precision", "?"), factory, entry.get("target", ""))
+def _artifact_target(manifest: Manifest, name: str, entry: dict, threads: int | None, cuda_graph: bool) -> Target:
+    graph = cuda_graph and entry.get("kind") == "engine"
+    factory = lambda: make_runner(manifest, name, threads=threads, cuda_graph=graph)  # noqa: E731
+    return Target(name, entry.get("backend", "?"), entry.get("precision", "?"), factory, entry.get("target", ""), graph)
 
 
 def reference_target(manifest: Manifest, threads: int | None) -> Target:

@@ -166,3 +166,20 @@ def test_engine_that_cannot_run_here_is_listed_not_hidden(cli, deploy, tmp_path)
     assert [s["name"] for s in skipped] == ["trt-fp32"] and "GPU" in skipped[0]["reason"]
     proc = cli("bench", str(copy), *FAST, "--artifact", "trt-fp32", "--no-plots")
     assert proc.returncode == 1 and "cannot run here" in proc.stderr
+
+
+@pytest.mark.trt
+def test_cuda_graph_without_a_runnable_engine_is_a_usage_error(cli, deploy, tmp_path):
+    """--cuda-graph is never silently ignored: with no engine that runs here it is refused."""
+    proc = cli("bench", str(deploy), *FAST, "--cuda-graph", "--no-plots", "--report-dir", str(tmp_path / "r"))
+    assert proc.returncode == 2 and "--cuda-graph applies to TensorRT engines" in proc.stderr
+    assert not (tmp_path / "r").exists()
+    pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX (the CPU-capable builder) is not installed")
+    from segdeploy.backends.tensorrt.device import gpu_info
+
+    if gpu_info():
+        pytest.skip("a GPU is present: the engine would run with a CUDA graph")
+    copy = _copy(deploy, tmp_path)
+    assert cli("build", str(copy), "-p", "fp32", "--backend", "tensorrt").returncode == 0
+    proc = cli("bench", str(copy), *FAST, "--cuda-graph", "--no-plots")
+    assert proc.returncode == 2 and "trt-fp32: no CUDA GPU" in proc.stderr

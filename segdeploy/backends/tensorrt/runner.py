@@ -62,9 +62,12 @@ class TrtRunner(Runner):
 
     name = "tensorrt"
 
-    def __init__(self, engine_path: str | Path, record: dict | None = None, *, rebuild_hint: str = ""):
+    def __init__(self, engine_path: str | Path, record: dict | None = None, *, rebuild_hint: str = "",
+                 cuda_graph: bool = False):
         super().__init__()
         self.path = Path(engine_path)
+        self.cuda_graph = cuda_graph  # replay the enqueue as a CUDA graph (recaptured when shapes change)
+        self._graph = None
         self.record = record or {}
         self.rebuild_hint = rebuild_hint or "rebuild it on this machine with `segdeploy build DEPLOY_DIR --backend tensorrt`"
         self.buffers: dict[str, tuple] = {}
@@ -114,6 +117,7 @@ class TrtRunner(Runner):
             )
 
     def _deactivate(self) -> None:
+        self._drop_graph()
         for device, host, _ in self.buffers.values():
             self.cuda.free(device, host)
         self.buffers.clear()
@@ -154,8 +158,7 @@ class TrtRunner(Runner):
             shapes[name] = (shape, dtype)
             self._buffer(name, int(np.prod(shape)) * dtype.itemsize)
         self.cuda.record(copied_in)
-        if not self.context.execute_async_v3(self.cuda.stream_handle):
-            raise SegdeployError(f"TensorRT failed to run {self.path.name}: {' | '.join(self.logger.errors[-2:])}")
+        self._enqueue(tuple((n, tuple(batch[n].shape)) for n in self.inputs))
         self.cuda.record(computed)
         for name, (shape, dtype) in shapes.items():
             device, host, _ = self.buffers[name]
@@ -170,6 +173,34 @@ class TrtRunner(Runner):
             for name, (shape, dtype) in shapes.items()
             for host in [self.buffers[name][1]]
         }
+
+    def _execute(self) -> bool:
+        return bool(self.context.execute_async_v3(self.cuda.stream_handle))
+
+    def _enqueue(self, shapes: tuple) -> None:
+        """Run the engine on the stream: directly, or by replaying its captured CUDA graph."""
+        if not self.cuda_graph:
+            if not self._execute():
+                raise SegdeployError(f"TensorRT failed to run {self.path.name}: {' | '.join(self.logger.errors[-2:])}")
+            return
+        # A graph bakes in shapes and buffer addresses: capture again when either changes.
+        key = (shapes, tuple(self.cuda.device_ptr(b[0]) for b in self.buffers.values()))
+        if self._graph is None or self._graph.key != key:
+            self._drop_graph()
+            # One plain enqueue first, as TensorRT asks after a shape change: it settles
+            # deferred work (shape-dependent allocations) that must not land in the graph.
+            if not self._execute():
+                raise SegdeployError(f"TensorRT failed to run {self.path.name}: {' | '.join(self.logger.errors[-2:])}")
+            self.cuda.synchronize()
+            from segdeploy.backends.tensorrt.cuda_graph import CudaGraph
+
+            self._graph = CudaGraph.capture(key, self.cuda.stream_handle, self._execute)
+        self._graph.launch(self.cuda.stream_handle)
+
+    def _drop_graph(self) -> None:
+        if self._graph is not None:
+            self._graph.close()
+            self._graph = None
 
     def _check_profile(self, name: str, shape: tuple[int, ...]) -> None:
         if all(d >= 0 for d in self.engine.get_tensor_shape(name)):
