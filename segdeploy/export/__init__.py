@@ -123,7 +123,8 @@ def _export_into(request: ExportRequest, loaded: LoadedModel, shape, out_dir: Pa
     fusion = request.fusion
     exported = fuse(wrapper, fusion, request.preprocess, loaded.kind)
     step(f"exporting to ONNX (opset {request.opset})")
-    graph = torch_to_onnx(exported, sample_input(shape, fusion, generator), opset=request.opset,
+    traced_with = sample_input(shape, fusion, generator) if fusion.preprocess else sample
+    graph = torch_to_onnx(exported, traced_with, opset=request.opset,
                           dynamic=request.dynamic, input_layout="NHWC" if fusion.preprocess else "NCHW",
                           output_layout="NHW" if fusion.argmax else "NCHW",
                           output_name=LABELS_NAME if fusion.argmax else OUTPUT_NAME)
