@@ -16,6 +16,7 @@ from typing import Callable
 from segdeploy.backends import BACKENDS
 from segdeploy.backends.tensorrt.builder import EngineOptions
 from segdeploy.errors import SegdeployError, UsageError
+from segdeploy.graph_spec import GraphSpec
 from segdeploy.manifest import Manifest, tool_versions
 from segdeploy.precision.calibration import CalibrationSet, check_readable, default_calib_dir, select_images
 from segdeploy.precision.graphs import FP32, Int8Maker, QuantOptions, make_fp16
@@ -112,7 +113,8 @@ def _tensorrt_setup(manifest: Manifest, backend: str, options: BuildOptions):
     from segdeploy.backends.tensorrt.profiles import resolve_profile
 
     entry = manifest.artifact(FP32)
-    export_shapes = {manifest.data["input"]["name"]: manifest.data["input"]["shape"]}
+    spec = GraphSpec.of(manifest)
+    export_shapes = {spec.input_name: list(spec.input_shape)}
     profile = resolve_profile(entry["inputs"], export_shapes, options.min_shapes, options.opt_shapes, options.max_shapes)
     if options.graph_only:
         return None, profile

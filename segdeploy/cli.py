@@ -77,12 +77,15 @@ def export_command(
     classes: Annotated[Optional[Path], typer.Option(help="classes.json: names, palette, ignore_index.")] = None,
     min_agreement: Annotated[float, typer.Option(help="Parity: minimum argmax agreement (fraction).")] = 0.999,
     max_rel_error: Annotated[float, typer.Option(help="Parity: maximum error relative to the logit range.")] = 1e-3,
+    fuse_preprocess: Annotated[bool, typer.Option("--fuse-preprocess", help="The graph takes the resized uint8 RGB image, N×H×W×3, and normalises it itself.")] = False,
+    fuse_argmax: Annotated[bool, typer.Option("--fuse-argmax", help="The graph outputs an int32 class map, N×H×W, instead of logits.")] = False,
     force: Annotated[bool, typer.Option(help="Replace an existing export in the deploy directory.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Export a model to a verified ONNX graph in a deploy directory."""
     from segdeploy.cli_render import export_summary
     from segdeploy.export import ExportRequest, export_model, parse_dynamic, parse_input_shape
+    from segdeploy.export.fused import Fusion
     from segdeploy.export.parity import ParityThresholds
     from segdeploy.models.loading import parse_model_kwargs
     from segdeploy.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
@@ -110,6 +113,7 @@ def export_command(
             classes_file=classes,
             thresholds=ParityThresholds(min_agreement=min_agreement, max_rel_error=max_rel_error),
             force=force,
+            fusion=Fusion(preprocess=fuse_preprocess, argmax=fuse_argmax),
         )
         with Steps(quiet=as_json) as steps:
             result = export_model(request, step=steps)

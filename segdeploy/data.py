@@ -30,7 +30,7 @@ from PIL import Image
 
 from segdeploy.classes import ClassInfo, default_palette, load_classes
 from segdeploy.errors import SegdeployError
-from segdeploy.preprocess import Geometry, Preprocess, load_rgb
+from segdeploy.preprocess import Geometry, Preprocess, check_image, load_rgb
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 FORMATS = ("auto", "canonical", "voc", "cityscapes", "images")
@@ -64,6 +64,7 @@ class Batch(NamedTuple):
     inputs: np.ndarray  # NCHW float32, preprocessed
     geometries: list[Geometry]
     labels: list[np.ndarray | None]
+    canvases: np.ndarray | None = None  # NHWC uint8: the resized images (what a fused-preprocess graph takes)
 
 
 class Dataset:
@@ -305,15 +306,15 @@ def iter_batches(
     *,
     limit: int | None = None,
 ) -> Iterator[Batch]:
-    """Preprocessed batches: NCHW float32 inputs + the geometry to bring predictions back."""
+    """Preprocessed batches: NCHW float32 inputs (and the uint8 canvases) + the geometry to bring predictions back."""
     if batch_size < 1:
         raise SegdeployError(f"batch size must be >= 1, got {batch_size}")
-    pending: list[tuple[Sample, np.ndarray, Geometry]] = []
+    pending: list[tuple[Sample, np.ndarray, Geometry, np.ndarray]] = []
     for index, sample in enumerate(dataset):
         if limit is not None and index >= limit:
             break
-        tensor, geometry = preprocess(sample.image, input_hw)
-        pending.append((sample, tensor, geometry))
+        canvas, geometry = preprocess.resize_image(check_image(sample.image), input_hw)
+        pending.append((sample, preprocess.normalize(canvas), geometry, canvas))
         if len(pending) == batch_size:
             yield _stack(pending)
             pending = []
@@ -321,10 +322,11 @@ def iter_batches(
         yield _stack(pending)
 
 
-def _stack(pending: list[tuple[Sample, np.ndarray, Geometry]]) -> Batch:
+def _stack(pending: list[tuple[Sample, np.ndarray, Geometry, np.ndarray]]) -> Batch:
     return Batch(
-        stems=[s.stem for s, _, _ in pending],
-        inputs=np.stack([t for _, t, _ in pending]),
-        geometries=[g for _, _, g in pending],
-        labels=[s.label for s, _, _ in pending],
+        stems=[s.stem for s, _, _, _ in pending],
+        inputs=np.stack([t for _, t, _, _ in pending]),
+        geometries=[g for _, _, g, _ in pending],
+        labels=[s.label for s, _, _, _ in pending],
+        canvases=np.stack([c for _, _, _, c in pending]),
     )

@@ -2,6 +2,9 @@
 
 A *predictor* is any callable ``predict(batch) -> logits``: NCHW float32 in, N x C x h x w
 out (numpy or torch). `torch_predictor` wraps an nn.Module; backends provide their own.
+A predictor marked with `takes_canvases` (a fused-preprocess graph) is given the resized
+N x H x W x 3 uint8 images instead; one may return N x h x w class indices instead of logits
+(a fused-argmax graph).
 
 Protocol (that of the CamVid figure in ``shared/models/README.md``): preprocess with the
 shared `Preprocess`, argmax over classes **at model resolution**, then
@@ -101,7 +104,8 @@ def evaluate(
         reference_maps = None
         for name in names:
             start = time.perf_counter()
-            logits = predictors[name](batch.inputs)
+            predict = predictors[name]
+            logits = predict(batch.canvases if getattr(predict, "takes_canvases", False) else batch.inputs)
             results[name].seconds += time.perf_counter() - start
             maps = class_maps(logits, batch.geometries, input_hw, n)
             _accumulate(results[name], maps, batch.labels, reference_maps)
@@ -122,13 +126,14 @@ def _accumulate(result: PredictorResult, maps, labels, reference_maps) -> None:
 
 
 def class_maps(logits, geometries: Sequence[Geometry], input_hw: Sequence[int], num_classes: int) -> list[np.ndarray]:
-    """N x C x h x w logits → one class map per image at its original (label) size."""
+    """N x C x h x w logits (or N x h x w class indices) → one class map per image at its original (label) size."""
     logits = _to_numpy(logits)
-    if logits.ndim != 4 or logits.shape[0] != len(geometries):
+    labels = logits.ndim == 3 and np.issubdtype(logits.dtype, np.integer)
+    if (logits.ndim != 4 and not labels) or logits.shape[0] != len(geometries):
         raise SegdeployError(f"expected N x C x H x W logits for {len(geometries)} images, got shape {logits.shape}")
-    if logits.shape[1] != num_classes:
+    if not labels and logits.shape[1] != num_classes:
         raise SegdeployError(f"the model outputs {logits.shape[1]} classes but the dataset has {num_classes}")
-    argmax = logits.argmax(axis=1)
+    argmax = logits if labels else logits.argmax(axis=1)
     if argmax.shape[1:] != tuple(input_hw):
         full = Geometry(original_hw=tuple(int(v) for v in input_hw), content_hw=argmax.shape[1:])
         argmax = np.stack([Preprocess.restore(m, full) for m in argmax])
@@ -142,6 +147,12 @@ def _to_numpy(logits) -> np.ndarray:
     if hasattr(logits, "detach"):
         logits = logits.detach().cpu().numpy()
     return np.asarray(logits)
+
+
+def takes_canvases(predict: Predictor) -> Predictor:
+    """Mark `predict` as taking the resized uint8 NHWC images (a graph with fused preprocessing)."""
+    predict.takes_canvases = True
+    return predict
 
 
 def torch_predictor(module) -> Predictor:

@@ -110,9 +110,7 @@ class Preprocess:
 
     def __call__(self, image: np.ndarray, input_hw: Sequence[int]) -> tuple[np.ndarray, Geometry]:
         """HxWx3 uint8 RGB image → (3xHxW float32 model input, geometry to undo it)."""
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise UsageError(f"expected an HxWx3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
-        canvas, geometry = self.resize_image(image, input_hw)
+        canvas, geometry = self.resize_image(check_image(image), input_hw)
         return self.normalize(canvas), geometry
 
     # -- prediction → label resolution ---------------------------------------------------
@@ -130,6 +128,12 @@ class Preprocess:
         small = cropped.min() >= 0 and cropped.max() < 256
         image = Image.fromarray(cropped.astype(np.uint8 if small else np.int32))
         return np.asarray(image.resize((ow, oh), Image.NEAREST)).astype(class_map.dtype, copy=False)
+
+
+def check_image(image: np.ndarray) -> np.ndarray:
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise UsageError(f"expected an HxWx3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
+    return image
 
 
 def load_rgb(path) -> np.ndarray:

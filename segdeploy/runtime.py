@@ -9,7 +9,9 @@
 
 Artifact choice (unless `artifact=` names one): a TensorRT engine when one can run here
 (INT8, then FP16, then FP32), else onnxruntime (the CPU-friendly INT8 graph, then FP32,
-then FP16). Preprocessing and the class count come from the manifest.
+then FP16). Preprocessing and the class count come from the manifest. A graph exported with
+`--fuse-preprocess` is fed the resized uint8 frame (it normalises itself); one exported with
+`--fuse-argmax` returns its class map directly (no probabilities).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 
 from segdeploy.backends.select import cannot_run_here, make_runner
 from segdeploy.errors import SegdeployError
+from segdeploy.graph_spec import GraphSpec
 from segdeploy.manifest import FILENAME, Manifest
 from segdeploy.preprocess import Preprocess
 
@@ -65,9 +68,10 @@ class Segmenter:
             raise SegdeployError(f"artifact {self.artifact} cannot run here: {reason}")
         self.manifest.verify(self.artifact)
         self.preprocess = Preprocess.from_dict(self.manifest.data["preprocess"])
-        self.input_name = self.manifest.data["input"]["name"]
-        self.input_hw = tuple(self.manifest.data["input"]["shape"][2:])
-        self.batch_dynamic = "batch" in self.manifest.data["input"].get("dynamic_axes", [])
+        self.spec = GraphSpec.of(self.manifest)  # fused graphs: uint8 NHWC in and/or class map out
+        self.input_name = self.spec.input_name
+        self.input_hw = self.spec.input_hw
+        self.batch_dynamic = self.spec.batch_dynamic
         self.num_classes = self.manifest.data["model"]["num_classes"]
         self.classes = self.manifest.data["classes"]
         self.last_latency_ms: float | None = None
@@ -94,31 +98,43 @@ class Segmenter:
     def predict_batch(self, images: Sequence[np.ndarray], *, bgr: bool = False, probabilities: bool = False) -> list:
         if self._runner is None:
             raise SegdeployError("this Segmenter is closed")
+        if probabilities and self.spec.labels:
+            raise SegdeployError(
+                f"artifact {self.artifact} outputs class maps only (exported with --fuse-argmax): no probabilities",
+                "use a deploy directory exported without --fuse-argmax for probabilities",
+            )
         if not images:
             return []
         if len(images) > 1 and not self.batch_dynamic:
             return [r for image in images for r in self.predict_batch([image], bgr=bgr, probabilities=probabilities)]
         start = time.perf_counter()
         batch, geometries = self._prepare(images, bgr)
-        logits = next(iter(self._runner.infer({self.input_name: batch}).values()))
-        results = [self._finish(l, g, probabilities) for l, g in zip(logits, geometries)]
+        output = next(iter(self._runner.infer({self.input_name: batch}).values()))
+        results = [self._finish(o, g, probabilities) for o, g in zip(output, geometries)]
         self.last_latency_ms = (time.perf_counter() - start) * 1000
         return results
 
     def _prepare(self, images: Sequence[np.ndarray], bgr: bool):
-        shape = (len(images), 3, *self.input_hw)
+        shape = self.spec.shape_for(len(images))
         if self._buffer is None or self._buffer.shape != shape:
-            self._buffer = np.empty(shape, dtype=np.float32)  # reused across calls of the same batch size
+            # reused across calls of the same batch size: float32 NCHW, or the uint8 NHWC canvas of a fused graph
+            self._buffer = np.empty(shape, dtype=self.spec.numpy_dtype)
         geometries = []
         for index, image in enumerate(images):
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
                 raise SegdeployError(f"expected an HxWx3 uint8 image, got shape {image.shape} dtype {image.dtype}")
             rgb = np.ascontiguousarray(image[..., ::-1]) if bgr else image
-            self._buffer[index], geometry = self.preprocess(rgb, self.input_hw)
+            if self.spec.fused_preprocess:  # the graph normalises: resize only
+                self._buffer[index], geometry = self.preprocess.resize_image(rgb, self.input_hw)
+            else:
+                self._buffer[index], geometry = self.preprocess(rgb, self.input_hw)
             geometries.append(geometry)
         return self._buffer, geometries
 
-    def _finish(self, logits: np.ndarray, geometry, probabilities: bool):
+    def _finish(self, output: np.ndarray, geometry, probabilities: bool):
+        if self.spec.labels:  # fused argmax: the graph's class map, H×W
+            return Preprocess.restore(output, geometry).astype(np.uint8 if self.num_classes <= 256 else np.int32)
+        logits = output
         if logits.shape[0] != self.num_classes:
             raise SegdeployError(f"the artifact outputs {logits.shape[0]} channels, the manifest says {self.num_classes} classes")
         class_map = Preprocess.restore(logits.argmax(axis=0), geometry)

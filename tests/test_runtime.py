@@ -116,3 +116,94 @@ def test_segmenter_on_camvid_model_matches_pytorch(tmp_path):
         for path in paths:
             image = np.asarray(Image.open(path).convert("RGB"))
             assert (seg(image) == _torch_reference(model, image, (240, 320))).mean() >= 0.999
+
+
+# -- fused exports (--fuse-preprocess / --fuse-argmax) -------------------------------------------
+DEMO = CALIB / "demo" / "best.pth"  # trained: its class maps vary, so agreement means something
+
+
+@pytest.fixture(scope="module")
+def fused_deploys(tmp_path_factory):
+    """The trained demo U-Net exported plain and with each fusion (dynamic batch), plus its PyTorch model."""
+    from segdeploy.export.fused import Fusion
+
+    root = tmp_path_factory.mktemp("fused-rt")
+    outs = {}
+    for key, fusion in {"plain": Fusion(), "pre": Fusion(True, False), "argmax": Fusion(False, True),
+                        "both": Fusion(True, True)}.items():
+        outs[key] = root / key
+        export_model(ExportRequest(source="unet", out_dir=outs[key], model_kwargs={"width": 0.125}, num_classes=6,
+                                   weights=DEMO, input_shape=(1, 3, 96, 128), dynamic={"batch"},
+                                   classes_file=CALIB / "classes.json", fusion=fusion))
+    model = get_spec("unet").build(num_classes=6, width=0.125).eval()
+    model.load_state_dict(torch.load(DEMO, weights_only=True))
+    return outs, model
+
+
+@pytest.mark.parametrize("key", ["pre", "argmax", "both"])
+def test_segmenter_on_fused_artifact_matches_unfused_and_pytorch(fused_deploys, key):
+    outs, model = fused_deploys
+    images = _frames(6)
+    with Segmenter(outs["plain"]) as plain, Segmenter(outs[key]) as fused:
+        want = [plain(image) for image in images]
+        got = [fused(image) for image in images]
+        if key != "argmax":  # the graph normalises: the Segmenter only resizes, into a reused uint8 NHWC buffer
+            assert fused._buffer.dtype == np.uint8 and fused._buffer.shape == (1, 96, 128, 3)
+        batched = fused.predict_batch(images[:3])
+        bgr = fused(np.ascontiguousarray(images[0][..., ::-1]), bgr=True)
+    assert len(np.unique(np.concatenate([w.ravel() for w in want]))) >= 3
+    for image, g, w in zip(images, got, want):
+        assert g.shape == image.shape[:2] and g.dtype == np.uint8
+        assert (g == w).mean() >= 0.999
+        assert (g == _torch_reference(model, image, (96, 128))).mean() >= 0.999
+    assert all(np.array_equal(a, b) for a, b in zip(batched, got[:3]))
+    assert np.array_equal(bgr, got[0])
+
+
+def test_fused_argmax_refuses_probabilities(fused_deploys):
+    outs, _ = fused_deploys
+    with Segmenter(outs["both"]) as seg:
+        with pytest.raises(SegdeployError, match="outputs class maps only"):
+            seg(_frames(1)[0], probabilities=True)
+    with Segmenter(outs["pre"]) as seg:  # preprocessing fused, logits out: probabilities still available
+        labels, probs = seg(_frames(1)[0], probabilities=True)
+        assert probs.shape == (6, *labels.shape)
+
+
+def test_fused_int8_and_fp16_artifacts_run_in_segmenter(fused_deploys, tmp_path):
+    import shutil
+
+    from segdeploy.build import BuildOptions, build_artifacts
+
+    outs, _ = fused_deploys
+    target = tmp_path / "both"
+    shutil.copytree(outs["both"], target)
+    build_artifacts(target, ["fp16", "int8"], "onnxruntime", BuildOptions(calib=CALIB / "images", calib_size=8))
+    images = _frames(4)
+    with Segmenter(outs["plain"]) as plain:
+        want = [plain(image) for image in images]
+    for artifact in ("onnx-fp16", "onnx-int8-ort"):
+        with Segmenter(target, artifact=artifact) as seg:
+            agreement = np.mean([(seg(i) == w).mean() for i, w in zip(images, want)])
+        assert agreement >= 0.95, (artifact, agreement)
+
+
+@pytest.mark.camvid
+@requires_camvid()
+def test_segmenter_on_fused_camvid_model_matches_pytorch(tmp_path):
+    from segdeploy.export.fused import Fusion
+
+    if not CAMVID_MODEL.is_file():
+        pytest.skip(f"{CAMVID_MODEL} not found")
+    out = tmp_path / "camvid-fused"
+    export_model(ExportRequest(source="lraspp_mobilenet_v3_large", out_dir=out, num_classes=11, weights=CAMVID_MODEL,
+                               input_shape=(1, 3, 240, 320), classes_file=CAMVID / "classes.json",
+                               fusion=Fusion(True, True)))
+    model = get_spec("lraspp_mobilenet_v3_large").build(num_classes=11).eval()
+    model.load_state_dict(torch.load(CAMVID_MODEL, weights_only=True))
+    paths = sorted((CAMVID / "val" / "images").iterdir())[:4]
+    with Segmenter(out) as seg:
+        assert seg.spec.fused_preprocess and seg.spec.labels
+        for path in paths:
+            image = np.asarray(Image.open(path).convert("RGB"))
+            assert (seg(image) == _torch_reference(model, image, (240, 320))).mean() >= 0.999

@@ -12,7 +12,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from segdeploy.evaluate import evaluate
+from segdeploy.evaluate import evaluate, takes_canvases
+from segdeploy.export.parity import is_labels
+
+
+LABELS_DRIFT = "n/a: the artifact outputs class maps (fused argmax), not logits"
 
 
 @dataclass
@@ -21,6 +25,7 @@ class LogitDrift:
     cosine_min: float = 1.0
     _cos_sum: float = 0.0
     _batches: int = 0
+    labels: bool = False  # the candidate outputs class maps: no logit statistics exist
 
     def update(self, reference: np.ndarray, candidate: np.ndarray) -> None:
         ref = reference.astype(np.float64).reshape(reference.shape[0], -1)
@@ -33,6 +38,8 @@ class LogitDrift:
         self._batches += len(cosines)
 
     def to_dict(self) -> dict:
+        if self.labels:
+            return {"max_abs_error": None, "cosine_mean": None, "cosine_min": None, "note": LABELS_DRIFT}
         mean = self._cos_sum / self._batches if self._batches else None
         return {"max_abs_error": self.max_abs_error, "cosine_mean": mean, "cosine_min": self.cosine_min}
 
@@ -56,9 +63,13 @@ class DriftTracker:
 
         def candidate(batch: np.ndarray) -> np.ndarray:
             logits = np.asarray(predict(batch))
-            if self._last is not None and self._last.shape == logits.shape:
+            if is_labels(logits):
+                drift.labels = True
+            elif self._last is not None and self._last.shape == logits.shape:
                 drift.update(self._last, logits)
             return logits
+        if getattr(predict, "takes_canvases", False):
+            takes_canvases(candidate)
         return candidate
 
 

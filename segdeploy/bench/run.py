@@ -20,7 +20,8 @@ from segdeploy.bench.latency import summarize, time_interleaved
 from segdeploy.bench.targets import REFERENCE, Target, select_targets
 from segdeploy.classes import ClassInfo
 from segdeploy.errors import SegdeployError, UsageError
-from segdeploy.evaluate import class_maps
+from segdeploy.evaluate import class_maps, takes_canvases
+from segdeploy.graph_spec import GraphSpec
 from segdeploy.manifest import Manifest, now_iso
 from segdeploy.preprocess import Preprocess
 
@@ -74,20 +75,22 @@ def run_bench(deploy_dir, options: BenchOptions, step: Callable[[str], None] = l
     if options.gates.max_miou_drop is not None and not dataset.has_labels:
         raise UsageError("--max-miou-drop needs labelled data", "use --min-agreement to gate on drift alone")
     preprocess = Preprocess.from_dict(manifest.data["preprocess"])
-    input_name, input_shape = manifest.data["input"]["name"], manifest.data["input"]["shape"]
-    eval_batch = _batch_size(manifest, options.eval_batch, "evaluation")
-    _batch_size(manifest, options.batch, "--batch")
+    graph = GraphSpec.of(manifest)
+    # The PyTorch reference is the unfused model; artifacts take what their (maybe fused) graph takes.
+    specs = {t.name: graph.unfused() if t.name == REFERENCE else graph for t in [reference, *targets]}
+    eval_batch = _batch_size(graph, options.eval_batch, "evaluation")
+    _batch_size(graph, options.batch, "--batch")
     everything = [reference, *targets]
     with contextlib.ExitStack() as stack:
         runners = {t.name: stack.enter_context(_opened(t, step)) for t in everything}
-        predictors = {t.name: _predictor(runners[t.name], input_name) for t in everything}
+        predictors = {t.name: _predictor(runners[t.name], specs[t.name]) for t in everything}
         step(f"accuracy: {len(everything)} targets over {min(len(dataset), options.limit or len(dataset))} images")
-        accuracy = measure_accuracy(predictors, REFERENCE, dataset, preprocess, input_shape[2:],
+        accuracy = measure_accuracy(predictors, REFERENCE, dataset, preprocess, graph.input_hw,
                                     num_classes=manifest.data["model"]["num_classes"], batch_size=eval_batch,
                                     limit=options.limit, on_batch=on_batch)
         step(f"latency: {len(everything)} targets, interleaved")
-        latency = _latency(runners, dataset, preprocess, input_name, input_shape, options)
-        examples = _examples(predictors, dataset, preprocess, input_shape, manifest) if options.plots else None
+        latency = _latency(runners, specs, dataset, preprocess, options)
+        examples = _examples(predictors, dataset, preprocess, graph.input_hw, manifest) if options.plots else None
     report = _report(manifest, identity, everything, skipped, accuracy, latency, options)
     gates = check_gates(report, options.gates, REFERENCE)
     report["gates"] = {"passed": all(g.passed for g in gates), "results": [g.to_dict() for g in gates]}
@@ -134,11 +137,11 @@ def _check_classes(data_classes: ClassInfo, model_classes: ClassInfo, path) -> N
         )
 
 
-def _batch_size(manifest: Manifest, wanted: int, what: str) -> int:
+def _batch_size(graph: GraphSpec, wanted: int, what: str) -> int:
     if wanted < 1:
         raise UsageError(f"{what} batch size must be >= 1")
-    static = manifest.data["input"]["shape"][0]
-    if "batch" in manifest.data["input"].get("dynamic_axes", []):
+    static = graph.batch
+    if graph.batch_dynamic:
         return wanted
     if what == "--batch" and wanted != static:
         raise UsageError(f"the graph has a static batch of {static}; re-export with --dynamic batch to bench --batch {wanted}")
@@ -152,26 +155,29 @@ def _opened(target: Target, step):
         yield runner
 
 
-def _predictor(runner, input_name: str):
+def _predictor(runner, spec: GraphSpec):
     def predict(batch: np.ndarray) -> np.ndarray:
-        outputs = runner.infer({input_name: batch})
+        outputs = runner.infer({spec.input_name: batch})
         return next(iter(outputs.values()))
 
-    return predict
+    return takes_canvases(predict) if spec.fused_preprocess else predict
 
 
-def _latency(runners: dict, dataset, preprocess: Preprocess, input_name: str, input_shape, options: BenchOptions) -> dict:
+def _latency(runners: dict, specs: dict[str, GraphSpec], dataset, preprocess: Preprocess, options: BenchOptions) -> dict:
     """Pure inference (a preprocessed batch) and end to end (decoded image → class map at image size),
-    every target timed in interleaved rounds (see `time_interleaved`)."""
+    every target timed in interleaved rounds (see `time_interleaved`). End to end includes only the
+    host work a target needs: a fused graph's caller resizes (and skips argmax) and nothing more."""
     image = dataset[0].image
-    tensor, geometry = preprocess(image, input_shape[2:])
-    feed = {input_name: np.ascontiguousarray(np.repeat(tensor[None], options.batch, axis=0))}
+    hw = next(iter(specs.values())).input_hw
+    canvas, geometry = preprocess.resize_image(image, hw)
+    feeds = {name: {spec.input_name: spec.graph_input(np.repeat(canvas[None], options.batch, axis=0), preprocess)}
+             for name, spec in specs.items()}
 
-    def end_to_end(runner):
+    def end_to_end(runner, spec: GraphSpec):
         def call() -> None:
-            batch = [preprocess(image, input_shape[2:])[0] for _ in range(options.batch)]
-            logits = next(iter(runner.infer({input_name: np.stack(batch)}).values()))
-            for class_map in logits.argmax(axis=1):
+            canvases = np.stack([preprocess.resize_image(image, hw)[0] for _ in range(options.batch)])
+            output = next(iter(runner.infer({spec.input_name: spec.graph_input(canvases, preprocess)}).values()))
+            for class_map in spec.class_map_batch(output):
                 Preprocess.restore(class_map, geometry)
         return call
 
@@ -181,9 +187,9 @@ def _latency(runners: dict, dataset, preprocess: Preprocess, input_name: str, in
     device: dict[str, list[dict]] = {name: [] for name in runners}
     keep = {name: (lambda n=name, r=r: device[n].append(r.last_device_ms))
             for name, r in runners.items() if hasattr(r, "last_device_ms")}
-    pure = time_interleaved({name: (lambda r=r: r.infer(feed)) for name, r in runners.items()}, on_sample=keep,
-                            **timing)
-    e2e = time_interleaved({name: end_to_end(r) for name, r in runners.items()}, **timing)
+    pure = time_interleaved({name: (lambda r=r, n=name: r.infer(feeds[n])) for name, r in runners.items()},
+                            on_sample=keep, **timing)
+    e2e = time_interleaved({name: end_to_end(r, specs[name]) for name, r in runners.items()}, **timing)
     report = {}
     for name in runners:
         report[name] = {"inference": summarize(pure[name], options.batch).to_dict(),
@@ -199,11 +205,14 @@ def device_breakdown(timings: list[dict], batch: int) -> dict:
     return {phase: summarize([t[phase] for t in timings], batch).to_dict() for phase in ("h2d", "compute", "d2h")}
 
 
-def _examples(predictors, dataset, preprocess: Preprocess, input_shape, manifest: Manifest) -> dict:
+def _examples(predictors, dataset, preprocess: Preprocess, input_hw, manifest: Manifest) -> dict:
     sample = dataset[0]
-    tensor, geometry = preprocess(sample.image, input_shape[2:])
+    canvas, geometry = preprocess.resize_image(sample.image, input_hw)
+    tensor = preprocess.normalize(canvas)
     n = manifest.data["model"]["num_classes"]
-    maps = {name: class_maps(fn(tensor[None]), [geometry], input_shape[2:], n)[0] for name, fn in predictors.items()}
+    maps = {name: class_maps(fn(canvas[None] if getattr(fn, "takes_canvases", False) else tensor[None]), [geometry],
+                             input_hw, n)[0]
+            for name, fn in predictors.items()}
     return {"stem": sample.stem, "image": sample.image, "label": sample.label, "maps": maps,
             "palette": manifest.data["classes"]["palette"]}
 

@@ -7,6 +7,7 @@ from typing import Callable
 
 from segdeploy.backends.select import cannot_run_here, make_runner
 from segdeploy.errors import SegdeployError, UsageError
+from segdeploy.graph_spec import GraphSpec
 from segdeploy.manifest import Manifest
 
 REFERENCE = "pytorch"
@@ -77,9 +78,11 @@ def reference_target(manifest: Manifest, threads: int | None) -> Target:
     """PyTorch eager, rebuilt from what the manifest recorded (source, kwargs, weights)."""
     from segdeploy.backends.torch import TorchRunner
 
+    spec = GraphSpec.of(manifest).unfused()  # the reference is the plain model, even for a fused export
+
     def open_reference() -> TorchRunner:
-        return TorchRunner(reference_module(manifest), input_name=manifest.data["input"]["name"],
-                           output_name=manifest.data["output"]["name"], threads=threads)
+        return TorchRunner(reference_module(manifest), input_name=spec.input_name, output_name=spec.output_name,
+                           threads=threads)
 
     return Target(REFERENCE, "torch", "fp32", open_reference)
 

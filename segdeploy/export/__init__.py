@@ -19,6 +19,7 @@ import torch
 from segdeploy.atomic import atomic_path, new_directory
 from segdeploy.classes import ClassInfo, load_classes
 from segdeploy.errors import ExportError, SegdeployError, UsageError
+from segdeploy.export.fused import LABELS_NAME, Fusion, check_channels, fuse, graph_shape, sample_input
 from segdeploy.export.onnx_export import DYNAMIC_AXES, INPUT_NAME, OUTPUT_NAME, torch_to_onnx
 from segdeploy.export.parity import ParityThresholds, prove_parity
 from segdeploy.export.rewrites import rewrite_export_blockers
@@ -49,6 +50,7 @@ class ExportRequest:
     classes_file: Path | None = None
     thresholds: ParityThresholds = field(default_factory=ParityThresholds)
     force: bool = False
+    fusion: Fusion = field(default_factory=Fusion)  # --fuse-preprocess / --fuse-argmax
 
 
 @dataclass
@@ -107,7 +109,8 @@ def _export_into(request: ExportRequest, loaded: LoadedModel, shape, out_dir: Pa
     loaded.info["weights_fingerprint"] = weights_fingerprint(model)  # before rewrites change the module
     dynamic_hw = bool({"height", "width"} & request.dynamic)
     rewrites = rewrite_export_blockers(model, dynamic_hw=dynamic_hw) if loaded.kind != "torchscript" else []
-    sample = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    sample = torch.randn(*shape, generator=generator)
     step("checking the model's output")
     wrapper, logits = wrap_for_export(model, sample)
     num_classes = int(logits.shape[1])
@@ -117,8 +120,14 @@ def _export_into(request: ExportRequest, loaded: LoadedModel, shape, out_dir: Pa
     if classes.num_classes != num_classes:
         raise SegdeployError(f"{request.classes_file} lists {classes.num_classes} classes but the model outputs {num_classes}")
 
+    fusion = request.fusion
+    exported = fuse(wrapper, fusion, request.preprocess, loaded.kind)
     step(f"exporting to ONNX (opset {request.opset})")
-    graph = torch_to_onnx(wrapper, sample, opset=request.opset, dynamic=request.dynamic)
+    traced_with = sample_input(shape, fusion, generator) if fusion.preprocess else sample
+    graph = torch_to_onnx(exported, traced_with, opset=request.opset,
+                          dynamic=request.dynamic, input_layout="NHWC" if fusion.preprocess else "NCHW",
+                          output_layout="NHW" if fusion.argmax else "NCHW",
+                          output_name=LABELS_NAME if fusion.argmax else OUTPUT_NAME)
     step("inferring shapes")
     graph = infer_shapes(graph)
     if request.simplify:
@@ -128,7 +137,8 @@ def _export_into(request: ExportRequest, loaded: LoadedModel, shape, out_dir: Pa
     with atomic_path(onnx_path) as tmp:
         onnx.save(graph, str(tmp))
         step("proving parity in onnxruntime")
-        parity = prove_parity(wrapper, tmp, _parity_shapes(shape, request.dynamic, loaded), request.thresholds)
+        shapes = [graph_shape(s, fusion) for s in _parity_shapes(shape, request.dynamic, loaded)]
+        parity = prove_parity(exported, tmp, shapes, request.thresholds, uint8_input=fusion.preprocess)
     manifest = _write_manifest(request, loaded, shape, classes, graph, parity, rewrites, bool(getattr(wrapper, "upsample", False)), out_dir)
     return ExportResult(out_dir, onnx_path, manifest, parity, rewrites)
 
@@ -137,6 +147,7 @@ def _input_shape(request: ExportRequest, loaded: LoadedModel) -> tuple[int, int,
     spec = _spec_of(loaded)
     shape = request.input_shape or (spec.default_input if spec else DEFAULT_INPUT)
     multiple = spec.size_multiple if spec else 1
+    check_channels(shape, request.fusion)
     if shape[2] % multiple or shape[3] % multiple:
         raise UsageError(f"{loaded.name} needs height and width divisible by {multiple}; got {shape[2]}x{shape[3]}")
     if spec is not None and not spec.dynamic_hw and {"height", "width"} & request.dynamic:
@@ -203,6 +214,25 @@ def _resolvable(source: str, kind: str) -> str:
     return source
 
 
+def _io_sections(shape, dynamic: set[str], fusion: Fusion) -> dict:
+    """The manifest's input/output records (see `segdeploy.graph_spec`); unfused exports keep the original form."""
+    sections = {
+        "input": {"name": INPUT_NAME, "shape": list(shape), "dtype": "float32", "dynamic_axes": sorted(dynamic)},
+        "output": {"name": OUTPUT_NAME, "dtype": "float32", "layout": "NCHW"},
+    }
+    if not fusion.any:
+        return sections
+    if fusion.preprocess:
+        sections["input"].update(shape=list(graph_shape(shape, fusion)), dtype="uint8", layout="NHWC",
+                                 channel_order="RGB")
+    else:
+        sections["input"]["layout"] = "NCHW"
+    sections["output"] = ({"name": LABELS_NAME, "dtype": "int32", "layout": "NHW", "kind": "labels"} if fusion.argmax
+                          else {**sections["output"], "kind": "logits"})
+    sections["fused"] = fusion.to_dict()
+    return sections
+
+
 def _write_manifest(request, loaded, shape, classes, graph, parity, rewrites, upsampled, out_dir) -> Manifest:
     io = graph_io(graph)
     manifest = Manifest.new(
@@ -220,8 +250,7 @@ def _write_manifest(request, loaded, shape, classes, graph, parity, rewrites, up
             "rewrites": rewrites,
             "upsampled_output": upsampled,
         },
-        input={"name": INPUT_NAME, "shape": list(shape), "dtype": "float32", "dynamic_axes": sorted(request.dynamic)},
-        output={"name": OUTPUT_NAME, "dtype": "float32", "layout": "NCHW"},
+        **_io_sections(shape, request.dynamic, request.fusion),
         preprocess=request.preprocess.to_dict(),
         classes=classes.to_dict(),
     )

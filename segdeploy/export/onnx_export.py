@@ -18,13 +18,22 @@ OUTPUT_NAME = "logits"
 DYNAMIC_AXES = {"batch": 0, "height": 2, "width": 3}
 
 
-def dynamic_axes_for(dynamic: set[str]) -> dict[str, dict[int, str]]:
-    axes = {DYNAMIC_AXES[name]: name for name in sorted(dynamic, key=DYNAMIC_AXES.get)}
-    return {INPUT_NAME: axes, OUTPUT_NAME: dict(axes)} if axes else {}
+def _axes(dynamic: set[str], layout: str) -> dict[int, str]:
+    """{axis index: name} of the dynamic axes in a tensor of `layout` (e.g. NHWC: height is axis 1)."""
+    letters = {"batch": "N", "height": "H", "width": "W"}
+    return {layout.index(letters[name]): name for name in sorted(dynamic, key=DYNAMIC_AXES.get)}
 
 
-def torch_to_onnx(model: nn.Module, sample: torch.Tensor, *, opset: int, dynamic: set[str]) -> onnx.ModelProto:
-    """Export `model` (already wrapped to one `logits` output) and return the ONNX model."""
+def dynamic_axes_for(dynamic: set[str], *, input_layout: str = "NCHW", output_layout: str = "NCHW",
+                     output_name: str = OUTPUT_NAME) -> dict[str, dict[int, str]]:
+    if not dynamic:
+        return {}
+    return {INPUT_NAME: _axes(dynamic, input_layout), output_name: _axes(dynamic, output_layout)}
+
+
+def torch_to_onnx(model: nn.Module, sample: torch.Tensor, *, opset: int, dynamic: set[str], input_layout: str = "NCHW",
+                  output_layout: str = "NCHW", output_name: str = OUTPUT_NAME) -> onnx.ModelProto:
+    """Export `model` (already wrapped to one output: logits, or labels when argmax is fused)."""
     buffer = io.BytesIO()
     try:
         # export_rewrites(): exact replacements of export blockers, active while tracing only.
@@ -36,8 +45,9 @@ def torch_to_onnx(model: nn.Module, sample: torch.Tensor, *, opset: int, dynamic
                 buffer,
                 opset_version=opset,
                 input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_axes=dynamic_axes_for(dynamic) or None,
+                output_names=[output_name],
+                dynamic_axes=dynamic_axes_for(dynamic, input_layout=input_layout, output_layout=output_layout,
+                                              output_name=output_name) or None,
                 do_constant_folding=True,
                 dynamo=False,
             )

@@ -16,6 +16,7 @@ import numpy as np
 
 from segdeploy.data import find_images
 from segdeploy.errors import SegdeployError, UsageError
+from segdeploy.graph_spec import GraphSpec
 from segdeploy.preprocess import Preprocess, load_rgb
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
@@ -90,6 +91,7 @@ class ImageBatchReader:
         batch: int,
         input_hw: tuple[int, int],
         on_batch: Callable[[int, int], None] | None = None,
+        spec: GraphSpec | None = None,
     ):
         if len(images) < batch:
             raise SegdeployError(f"the model takes batches of {batch} images but only {len(images)} calibration images were found")
@@ -99,6 +101,7 @@ class ImageBatchReader:
         self.batch = batch
         self.input_hw = input_hw
         self.on_batch = on_batch
+        self.spec = spec  # None: preprocessed NCHW float32; else whatever that graph takes (uint8 NHWC when fused)
         self.done = 0
         self.set_range(0, len(self))
 
@@ -119,8 +122,11 @@ class ImageBatchReader:
         return batch
 
     def load_batch(self, index: int) -> dict[str, np.ndarray]:
-        """Batch `index` as {input name: N×3×H×W float32}."""
+        """Batch `index` as {input name: N×3×H×W float32}, or N×H×W×3 uint8 for a fused-preprocess graph."""
         paths = self.images[index * self.batch : (index + 1) * self.batch]
+        if self.spec is not None:
+            canvases = np.stack([self.preprocess.resize_image(load_rgb(path), self.input_hw)[0] for path in paths])
+            return {self.input_name: self.spec.graph_input(canvases, self.preprocess)}
         arrays = [self.preprocess(load_rgb(path), self.input_hw)[0] for path in paths]
         return {self.input_name: np.stack(arrays).astype(np.float32, copy=False)}
 
@@ -161,15 +167,14 @@ def check_readable(images: tuple[Path, ...]) -> None:
 
 
 def reader_for(manifest, calib: CalibrationSet, on_batch=None) -> ImageBatchReader:
-    """An `ImageBatchReader` shaped and preprocessed as the manifest's input says."""
-    shape = manifest.data["input"]["shape"]
-    dynamic = set(manifest.data["input"].get("dynamic_axes", []))
-    batch = 1 if "batch" in dynamic else int(shape[0])
+    """An `ImageBatchReader` shaped and preprocessed as the manifest's input says (see `GraphSpec`)."""
+    spec = GraphSpec.of(manifest)
     return ImageBatchReader(
         calib.images,
         Preprocess.from_dict(manifest.data["preprocess"]),
-        input_name=manifest.data["input"]["name"],
-        batch=batch,
-        input_hw=(int(shape[2]), int(shape[3])),
+        input_name=spec.input_name,
+        batch=1 if spec.batch_dynamic else spec.batch,
+        input_hw=spec.input_hw,
         on_batch=on_batch,
+        spec=spec,
     )

@@ -30,7 +30,10 @@ def convert_fp16(model: onnx.ModelProto, block_ops: list[str], block_nodes: Iter
     """Float16 copy of `model`; float32 graph inputs/outputs are kept so callers feed FP32."""
     from onnxconverter_common import float16
 
+    from segdeploy.precision.fused import fused_nodes
+
     float_outputs = {o.name for o in model.graph.output if o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+    block_nodes = [*block_nodes, *fused_nodes(model)]
     try:
         with warnings.catch_warnings():
             # Per-value "will be truncated" warnings: clamping tiny weights is the intended behaviour.

@@ -15,6 +15,7 @@ import onnx
 
 from segdeploy.atomic import atomic_path
 from segdeploy.export.simplify import graph_io
+from segdeploy.graph_spec import GraphSpec
 from segdeploy.manifest import Manifest, tool_versions
 from segdeploy.precision.calibration import CalibrationSet, reader_for
 from segdeploy.precision.fp16 import fp16_block_list, write_fp16
@@ -59,8 +60,9 @@ def parity_batches(manifest: Manifest, calib: CalibrationSet | None) -> tuple[li
         reader = reader_for(manifest, calib)
         count = min(PARITY_BATCHES, len(reader))
         return [reader.load_batch(i) for i in range(count)], f"{count} calibration batch(es) from {calib.folder}"
-    entry = manifest.data["input"]
-    return random_batches(entry["name"], entry["shape"]), "2 random N(0,1) inputs (no calibration images at hand)"
+    spec = GraphSpec.of(manifest)
+    kind = "uint8 pixel" if spec.fused_preprocess else "N(0,1)"
+    return random_batches(spec), f"2 random {kind} inputs (no calibration images at hand)"
 
 
 def make_fp16(manifest: Manifest, extra_block_ops: list[str], calib: CalibrationSet | None, step: Callable) -> str:

@@ -98,6 +98,7 @@ def test_latency_keeps_device_times_of_timed_calls_only():
     from types import SimpleNamespace
 
     from segdeploy.bench.run import BenchOptions, _latency
+    from segdeploy.graph_spec import GraphSpec
     from segdeploy.preprocess import Preprocess
 
     class GpuLikeRunner:
@@ -113,7 +114,8 @@ def test_latency_keeps_device_times_of_timed_calls_only():
     runner = GpuLikeRunner()
     dataset = [SimpleNamespace(image=np.zeros((10, 12, 3), dtype=np.uint8))]
     options = BenchOptions(iterations=4, warmup=3, rounds=1)
-    report = _latency({"gpu": runner}, dataset, Preprocess(), "input", [1, 3, 8, 8], options)["gpu"]
+    spec = GraphSpec("input", (1, 3, 8, 8), "NCHW", "float32", "logits", "logits", "float32")
+    report = _latency({"gpu": runner}, {"gpu": spec}, dataset, Preprocess(), options)["gpu"]
     # inference: 3 warm-up calls (1..3) then 4 timed (4..7); only the timed ones are kept
     assert report["device_ms"]["compute"]["min"] == 4.0 and report["device_ms"]["compute"]["max"] == 7.0
     assert report["device_ms"]["compute"]["iterations"] == 4 and report["inference"]["iterations"] == 4
