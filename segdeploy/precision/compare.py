@@ -108,6 +108,8 @@ def make_best_int8(maker: Int8Maker, target_name: str) -> str:
     graphs = {method: maker.scratch() / f"int8-{method}.onnx" for method in CALIB_METHODS}
     runs = {method: _calibrate(maker, method, prepared, graphs[method], target) for method in CALIB_METHODS}
     evaluation, described = evaluation_set(maker.calib)
+    if len(evaluation.images) < reader_for(manifest, maker.calib).batch:  # too few for one batch of a static-batch model
+        evaluation, described = maker.calib, f"the {len(maker.calib.images)} calibration images themselves ({described}: fewer than one batch)"
     maker.step(f"measuring each INT8 graph vs FP32 on {described}")
     reader = reader_for(manifest, evaluation)
     scores = score_graphs(manifest.verify(FP32), graphs, reader, int(manifest.data["model"]["num_classes"]))

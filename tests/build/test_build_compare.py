@@ -130,3 +130,13 @@ def test_evaluation_set_uses_a_sibling_val_folder(tmp_path):
     val = write_images(tmp_path / "data" / "val" / "images", 3, seed=1).parent
     chosen, described = evaluation_set(select_images(train, 4))
     assert [p.parent.parent for p in chosen.images] == [val] * 3 and f"val images of {val}" in described
+
+
+def test_too_few_held_out_images_for_one_batch_falls_back_and_says_so(tmp_path):
+    from build_helpers import export_unet
+
+    directory = export_unet(tmp_path / "b2", shape=(2, 3, 64, 96))
+    calib = write_images(tmp_path / "c", 5)
+    build_artifacts(directory, ["int8"], "onnxruntime", BuildOptions(calib=calib, calib_size=4, quant=QuantOptions(method="best")))
+    comparison = Manifest.load(directory).artifact("onnx-int8-ort")["calibration"]["comparison"]
+    assert comparison["evaluated_on"].startswith("the 4 calibration images themselves") and "fewer than one batch" in comparison["evaluated_on"]
