@@ -144,6 +144,10 @@ def _precision_graph(manifest, precision, backend, options, calib, int8, step) -
         return FP32
     if precision == "fp16":
         return make_fp16(manifest, options.fp16_block_ops, calib, step)
+    if options.quant.method == "best":  # every method calibrated and compared; the best one kept
+        from segdeploy.precision.compare import make_best_int8
+
+        return make_best_int8(int8, backend)
     return int8.make(backend)
 
 

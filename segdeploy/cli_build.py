@@ -29,6 +29,7 @@ class CalibMethod(str, Enum):
     minmax = "minmax"
     entropy = "entropy"
     percentile = "percentile"
+    best = "best"
 
 
 TRT = "TensorRT"
@@ -41,7 +42,7 @@ def build_command(
     backend: Annotated[Backend, typer.Option(help="Runtime to build for.")] = Backend.onnxruntime,
     calib: Annotated[Optional[Path], typer.Option(help="Calibration image folder (or dataset with images/) [default: the project's calib/].", rich_help_panel=CALIB)] = None,
     calib_size: Annotated[int, typer.Option(min=1, help="Number of calibration images (fewer available: warn and use them all).", rich_help_panel=CALIB)] = 100,
-    calib_method: Annotated[CalibMethod, typer.Option(help="Range estimation: minmax, entropy or percentile.", rich_help_panel=CALIB)] = CalibMethod.minmax,
+    calib_method: Annotated[CalibMethod, typer.Option(help="Range estimation: minmax, entropy or percentile; best: calibrate with all three, keep the one agreeing best with FP32.", rich_help_panel=CALIB)] = CalibMethod.minmax,
     percentile: Annotated[float, typer.Option(help="Percentile for --calib-method percentile.", rich_help_panel=CALIB)] = 99.99,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Where calibration caches live [default: the deploy directory].", rich_help_panel=CALIB)] = None,
     exclude_nodes: Annotated[Optional[str], typer.Option(help="Comma-separated node names kept in float (INT8).", rich_help_panel=CALIB)] = None,
@@ -134,6 +135,19 @@ class CalibrationProgress:
         self.close()
 
 
+def comparison_lines(comparison: dict) -> list[str]:
+    """The calibration-method table of `--calib-method best`, one row per method."""
+    lines = [f"    calibration methods compared on {comparison['evaluated_on']}:",
+             f"    {'method':<11} {'agreement':>10} {'agr. mIoU':>10} {'rel error':>10} {'calib s':>13}"]
+    for row in comparison["rows"]:
+        seconds = "" if row["calibration_seconds"] is None else f"{row['calibration_seconds']:.1f}"
+        seconds = f"(cached) {seconds}".strip() if row["reused_cache"] else seconds
+        miou = row["agreement_miou"]
+        mark = "  <- picked" if row["method"] == comparison["picked"] else ""
+        lines.append(f"    {row['method']:<11} {row['argmax_agreement']:>10.2%} {miou:>10.2%} {row['max_rel_error']:>10.2e} {seconds:>13}{mark}")
+    return lines
+
+
 def build_summary(result) -> dict:
     """The build's result as a dict (for --json) with a human `text` rendering."""
     lines = [f"[bold green]built[/] in {result.directory}"]
@@ -147,10 +161,15 @@ def build_summary(result) -> dict:
         if calibration:
             how = "cached ranges" if calibration["reused_cache"] else f"{calibration['seconds']}s"
             extra.append(f"calibrated {calibration['method']} on {calibration['images']} images ({how})")
+        comparison = (calibration or {}).get("comparison") if item["new"] else None
+        if comparison:
+            extra.append(f"best of {len(comparison['rows'])} methods")
         if item.get("build_seconds") is not None:
             extra.append(f"built in {item['build_seconds']:.1f}s with {item['tensorrt']['flavour']} {item['tensorrt']['version']}")
         state = "" if item["new"] else " (already there)"
         lines.append(f"  {item['name']:<14} {item['file']:<22} {size:>9}{state}" + (f"  {'; '.join(extra)}" if extra else ""))
+        if comparison:
+            lines += comparison_lines(comparison)
     lines += [f"  note: {note}" for note in result.notes]
     data = {"deploy_dir": str(result.directory), "artifacts": result.artifacts, "notes": result.notes}
     data["text"] = "\n".join(lines)

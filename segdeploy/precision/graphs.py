@@ -102,12 +102,18 @@ class Int8Maker:
             check_exclusions(onnx.load(str(self._prepared)), self.options.exclude_nodes, self.options.exclude_ops)
         return self._prepared
 
-    def cache_path(self) -> Path:
+    def scratch(self) -> Path:
+        """A temporary folder that lives as long as this maker."""
+        return Path(self._tmp.name)
+
+    def cache_path(self, method: str | None = None) -> Path:
+        """The range cache of `method` (default: the options' method) for these images and graph."""
+        method = method or self.options.method
         data = self.manifest.data
-        key = cache_key(self.manifest.artifact(FP32)["sha256"], self.calib.fingerprint(), self.options.method,
+        key = cache_key(self.manifest.artifact(FP32)["sha256"], self.calib.fingerprint(), method,
                         self.options.percentile, data["input"]["shape"], data["preprocess"])
         folder = Path(self.options.cache_dir) if self.options.cache_dir else self.manifest.directory
-        return folder / f"calib-cache.{self.options.method}.{key[:16]}.json"
+        return folder / f"calib-cache.{method}.{key[:16]}.json"
 
     def make(self, target_name: str) -> str:
         """Write and record the INT8 graph for `target_name` ('tensorrt' or 'onnxruntime')."""

@@ -164,12 +164,24 @@ def test_user_model_exports_exactly(user_models, tmp_path, factory, dynamic):
         assert "MatMul" in ops
 
 
-def test_pool_unpool_graph_is_bit_identical_in_onnxruntime_with_ties():
-    """No convolution rounding in the way: the rewritten pool/unpool chain must be exact in
-    onnxruntime, including many tied windows (values on a 1/4 grid) and odd sizes."""
+def _tied(shape, seed: int) -> torch.Tensor:
+    """Values on a 1/4 grid after a ReLU: all-zero windows and ties between equal non-zero values."""
+    return torch.relu(torch.round(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * 4) / 4)
+
+
+def _ort_session(model: nn.Module, dynamic: set):
     import onnxruntime as ort
 
     from segdeploy.export.onnx_export import torch_to_onnx
+
+    graph = torch_to_onnx(model, torch.randn(1, 8, 64, 96), opset=11, dynamic=dynamic)
+    return ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("dynamic", [set(), DYNAMIC_HW], ids=["static", "dynamic"])
+def test_pool_unpool_graph_is_bit_identical_in_onnxruntime_with_ties(dynamic):
+    """No convolution rounding in the way: the rewritten pool/unpool chain must be exact in
+    onnxruntime, including many tied windows (values on a 1/4 grid) and odd sizes."""
 
     class PoolUnpool(nn.Module):
         def forward(self, x):
@@ -179,11 +191,29 @@ def test_pool_unpool_graph_is_bit_identical_in_onnxruntime_with_ties():
             return F.max_unpool2d(u2, i1, 2, 2, output_size=x.shape[-2:])
 
     model = PoolUnpool().eval()
-    graph = torch_to_onnx(model, torch.randn(1, 8, 64, 96), opset=11, dynamic=DYNAMIC_HW)
-    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
-    for shape in [(1, 8, 64, 96), (1, 8, 71, 103)]:
-        x = torch.relu(torch.round(torch.randn(*shape, generator=torch.Generator().manual_seed(4)) * 4) / 4)
+    session = _ort_session(model, dynamic)
+    for shape in [(1, 8, 64, 96)] + ([(1, 8, 71, 103)] if dynamic else []):
+        x = _tied(shape, 4)
         assert torch.equal(torch.from_numpy(session.run(None, {"input": x.numpy()})[0]), model(x))
+
+
+@pytest.mark.parametrize("dynamic", [set(), DYNAMIC_HW], ids=["static", "dynamic"])
+@pytest.mark.parametrize("kernel, ceil_mode", [((2, 2), False), ((2, 3), True)])
+def test_pool_indices_graph_equal_pytorch_indices_in_onnxruntime(dynamic, kernel, ceil_mode):
+    """The indices themselves, not only what unpooling makes of them: an all-zero window's
+    index is invisible after unpooling, so compare PyTorch's first-maximum indices directly
+    (plain random values, tied 1/4-grid values, all-zero windows, negative values)."""
+
+    class Indices(nn.Module):
+        def forward(self, x):
+            pooled, indices = F.max_pool2d(x, kernel, kernel, ceil_mode=ceil_mode, return_indices=True)
+            return torch.cat([indices.to(torch.float32), pooled], 1)  # indices < 2**24 stay exact in float32
+
+    model = Indices().eval()
+    session = _ort_session(model, dynamic)
+    for shape in [(1, 8, 64, 96)] + ([(1, 8, 71, 103)] if dynamic else []):
+        for x in (torch.randn(*shape, generator=torch.Generator().manual_seed(5)), _tied(shape, 6), -_tied(shape, 7)):
+            assert torch.equal(torch.from_numpy(session.run(None, {"input": x.numpy()})[0]), model(x))
 
 
 def test_blockers_fail_without_the_rewrites():
