@@ -19,6 +19,7 @@ from segdeploy.errors import SegdeployError, UsageError
 from segdeploy.manifest import Manifest, tool_versions
 from segdeploy.precision.calibration import CalibrationSet, check_readable, default_calib_dir, select_images
 from segdeploy.precision.graphs import FP32, Int8Maker, QuantOptions, make_fp16
+from segdeploy.precision.mixed import BudgetOptions, check_budget, make_within_budget
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -35,6 +36,7 @@ class BuildOptions:
     opt_shapes: dict = field(default_factory=dict)
     max_shapes: dict = field(default_factory=dict)
     engine: EngineOptions = field(default_factory=EngineOptions)
+    budget: BudgetOptions | None = None  # int8 within an mIoU budget (`precision.mixed`)
 
 
 @dataclass
@@ -64,7 +66,7 @@ def build_artifacts(
     int8 = Int8Maker(manifest, calib, options.quant, step, on_batch) if "int8" in precisions else None
     try:
         for precision in precisions:
-            graph = _precision_graph(manifest, precision, backend, options, calib, int8, step)
+            graph = _precision_graph(manifest, precision, backend, options, calib, int8, step, warn)
             made.append(_describe(manifest, graph, new=graph != FP32))
             manifest.save()
             artifact = _backend_artifact(manifest, graph, precision, backend, options, flavour, profile, step, notes)
@@ -88,6 +90,7 @@ def _check_request(precisions: list[str], backend: str, options: BuildOptions) -
     trt_only = _tensorrt_options_given(options)
     if backend != "tensorrt" and trt_only:
         raise UsageError(f"{', '.join(trt_only)} only apply to --backend tensorrt")
+    check_budget(options.budget, precisions)
     if backend != "onnxruntime" and options.ort_optimize:
         raise UsageError("--ort-optimize only applies to --backend onnxruntime")
     return list(dict.fromkeys(precisions))  # keep order, drop repeats
@@ -137,11 +140,13 @@ def _calibration_set(options: BuildOptions, warn, required: bool) -> Calibration
     return calib
 
 
-def _precision_graph(manifest, precision, backend, options, calib, int8, step) -> str:
+def _precision_graph(manifest, precision, backend, options, calib, int8, step, warn) -> str:
     if precision == "fp32":
         return FP32
     if precision == "fp16":
         return make_fp16(manifest, options.fp16_block_ops, calib, step)
+    if options.budget is not None:
+        return make_within_budget(int8, backend, options.budget, step, warn)
     return int8.make(backend)
 
 
@@ -202,7 +207,7 @@ def build_engine_artifact(manifest: Manifest, graph: str, precision: str, profil
 
 def _describe(manifest: Manifest, name: str, new: bool) -> dict:
     entry = manifest.artifact(name)
-    keys = ("file", "kind", "precision", "backend", "target", "sha256", "bytes", "parity", "calibration")
+    keys = ("file", "kind", "precision", "backend", "target", "sha256", "bytes", "parity", "calibration", "mixed_precision")
     described = {"name": name, "new": new, **{k: entry[k] for k in keys if k in entry}}
     if entry.get("kind") == "engine":
         described["build_seconds"] = entry["settings"].get("build_seconds")

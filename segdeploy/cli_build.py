@@ -33,6 +33,7 @@ class CalibMethod(str, Enum):
 
 TRT = "TensorRT"
 CALIB = "Calibration (INT8)"
+BUDGET = "INT8 within an mIoU budget"
 
 
 def build_command(
@@ -46,6 +47,9 @@ def build_command(
     cache_dir: Annotated[Optional[Path], typer.Option(help="Where calibration caches live [default: the deploy directory].", rich_help_panel=CALIB)] = None,
     exclude_nodes: Annotated[Optional[str], typer.Option(help="Comma-separated node names kept in float (INT8).", rich_help_panel=CALIB)] = None,
     exclude_ops: Annotated[Optional[str], typer.Option(help="Comma-separated operator types kept in float (INT8), e.g. Resize.", rich_help_panel=CALIB)] = None,
+    max_miou_drop: Annotated[Optional[float], typer.Option(help="Keep the fewest sensitive layers in float so INT8 loses at most this many mIoU points.", rich_help_panel=BUDGET)] = None,
+    eval_data: Annotated[Optional[Path], typer.Option(help="Evaluation set for --max-miou-drop: labelled dataset (mIoU) or image folder (agreement with FP32) [default: --calib's val split, else its images].", rich_help_panel=BUDGET)] = None,
+    eval_limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate on at most this many images.", rich_help_panel=BUDGET)] = None,
     fp16_block_ops: Annotated[Optional[str], typer.Option(help="Extra operator types kept in FP32 in the FP16 graph.")] = None,
     ort_optimize: Annotated[bool, typer.Option(help="onnxruntime: also save each graph with CPU graph optimizations applied.")] = False,
     graph_only: Annotated[bool, typer.Option(help="tensorrt: make the TensorRT-family graphs only, no engine (no TensorRT needed).", rich_help_panel=TRT)] = False,
@@ -65,6 +69,7 @@ def build_command(
     from segdeploy.backends.tensorrt.profiles import parse_shapes
     from segdeploy.build import BuildOptions, build_artifacts
     from segdeploy.precision.graphs import QuantOptions
+    from segdeploy.precision.mixed import BudgetOptions
 
     with user_errors():
         options = BuildOptions(
@@ -72,6 +77,7 @@ def build_command(
             calib_size=calib_size,
             quant=QuantOptions(method=calib_method.value, percentile=percentile, cache_dir=cache_dir,
                                exclude_nodes=_names(exclude_nodes), exclude_ops=_names(exclude_ops)),
+            budget=BudgetOptions(max_miou_drop, eval_data, eval_limit) if max_miou_drop is not None else None,
             fp16_block_ops=_names(fp16_block_ops),
             graph_only=graph_only,
             ort_optimize=ort_optimize,
@@ -151,7 +157,23 @@ def build_summary(result) -> dict:
             extra.append(f"built in {item['build_seconds']:.1f}s with {item['tensorrt']['flavour']} {item['tensorrt']['version']}")
         state = "" if item["new"] else " (already there)"
         lines.append(f"  {item['name']:<14} {item['file']:<22} {size:>9}{state}" + (f"  {'; '.join(extra)}" if extra else ""))
+        if item.get("mixed_precision"):
+            lines += mixed_lines(item["mixed_precision"])
     lines += [f"  note: {note}" for note in result.notes]
     data = {"deploy_dir": str(result.directory), "artifacts": result.artifacts, "notes": result.notes}
     data["text"] = "\n".join(lines)
     return data
+
+
+def mixed_lines(record: dict) -> list[str]:
+    """The INT8-within-budget outcome in a few lines (also used by bench.md)."""
+    naive, final, lat = record["naive"], record["final"], record["latency_ms"]
+    kept = record["kept_float"]
+    verdict = (f"naive INT8 already within budget (drop {naive['drop']:.2f})" if not kept else
+               f"kept {len(kept)} of {record['quantized_nodes']} quantized layers in float: drop {naive['drop']:.2f} → {final['drop']:.2f}")
+    lines = [f"    budget {record['budget_miou_drop']} mIoU: {verdict}; evaluated on {record['eval']['description']}"]
+    if kept:
+        lines.append(f"    in float: {', '.join(kept[:8])}" + (f" … (+{len(kept) - 8})" if len(kept) > 8 else ""))
+    mixed = f", mixed {lat['mixed_int8']:.2f} ms" if lat.get("mixed_int8") is not None else ""
+    lines.append(f"    onnxruntime median latency: fp32 {lat['fp32']:.2f} ms, naive int8 {lat['naive_int8']:.2f} ms{mixed}")
+    return lines
