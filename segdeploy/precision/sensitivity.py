@@ -83,7 +83,7 @@ def tensor_errors(fp32: onnx.ModelProto, qdq: onnx.ModelProto, batches: list[dic
         total = _energy(fp32_values[pair["tensor"]], got) if pair["tensor"] in fp32_values else None
         rows.append(_row("activation", pair["tensor"], pair["consumers"], local, total))
     rows += _weight_rows(fp32, qdq)
-    return sorted(rows, key=lambda r: (r["sqnr_db"], r["tensor"]))
+    return sorted(rows, key=lambda r: (r["worst_channel_sqnr_db"], r["sqnr_db"], r["tensor"]))
 
 
 def _activation_pairs(qdq: onnx.ModelProto, sources: FloatSources) -> list[dict]:
@@ -92,13 +92,15 @@ def _activation_pairs(qdq: onnx.ModelProto, sources: FloatSources) -> list[dict]
         for name in node.input:
             consumers.setdefault(name, []).append(node.name)
     by_input = {n.input[0]: n for n in qdq.graph.node if n.op_type == "DequantizeLinear"}
+    outputs = {o.name for o in qdq.graph.output}
     pairs = []
     for node in list(qdq.graph.node):
         if node.op_type != "QuantizeLinear" or node.output[0] not in by_input:
             continue
         dq = by_input[node.output[0]]
+        readers = consumers.get(dq.output[0], []) + (["(graph output)"] if dq.output[0] in outputs else [])
         pairs.append({"tensor": node.input[0], "float": sources.activation(node), "dequantized": dq.output[0],
-                      "consumers": consumers.get(dq.output[0], [])})
+                      "consumers": readers})
     return pairs
 
 
@@ -118,7 +120,7 @@ def _weight_rows(fp32: onnx.ModelProto, qdq: onnx.ModelProto) -> list[dict]:
             if reference is None or reference.ndim < 2:  # biases (1-D) are 32-bit: no visible error
                 continue
             value = _dequantize(dequantizers[name], inits)
-            rows.append(_row("weight", original.input[index], [node.name], None, _energy([reference], [value])))
+            rows.append(_row("weight", original.input[index], [node.name], None, _energy([reference], [value], axis=0)))
     return rows
 
 
@@ -151,24 +153,49 @@ def _run_with_outputs(model: onnx.ModelProto, names: list[str], batches: list[di
     return values
 
 
-def _energy(reference: list[np.ndarray], candidate: list[np.ndarray]) -> tuple[float, float]:
-    signal = sum(float(np.sum(np.square(r, dtype=np.float64))) for r in reference)
-    noise = sum(float(np.sum(np.square(r.astype(np.float64) - c))) for r, c in zip(reference, candidate))
-    return signal, noise
+def _energy(reference: list[np.ndarray], candidate: list[np.ndarray], axis: int = 1) -> tuple:
+    """(signal, noise) energies overall and per channel along `axis` (None for tensors without one)."""
+    signal = noise = 0.0
+    per_signal = per_noise = None
+    for r, c in zip(reference, candidate):
+        r = np.asarray(r, dtype=np.float64)
+        error = np.square(r - c)
+        signal, noise = signal + float(np.sum(np.square(r))), noise + float(np.sum(error))
+        if r.ndim >= 2:
+            others = tuple(i for i in range(r.ndim) if i != axis)
+            s_c, n_c = np.sum(np.square(r), axis=others), np.sum(error, axis=others)
+            per_signal = s_c if per_signal is None else per_signal + s_c
+            per_noise = n_c if per_noise is None else per_noise + n_c
+    return signal, noise, per_signal, per_noise
 
 
 def _row(kind: str, tensor: str, consumers: list[str], local, total) -> dict:
-    """One table row; `sqnr_db` (the sort key) is the pair's own error where measured, else vs FP32."""
-    def db(energy):
-        if energy is None:
-            return None
-        signal, noise = energy
-        return math.inf if noise == 0 else (10 * math.log10(signal / noise) if signal > 0 else -math.inf)
-
-    def rel(energy):
-        return None if energy is None else (math.sqrt(energy[1] / energy[0]) if energy[0] > 0 else math.inf)
-
-    local_db, total_db = db(local), db(total)
+    """One table row. `sqnr_db` is the pair's own error where measured (activations), else vs
+    FP32 (weights). Rows sort by `worst_channel_sqnr_db`: a per-tensor SQNR is dominated by
+    the largest channels, and the classic INT8 failure (a few outlier channels stretch the
+    range, the others round to a few levels) shows only per channel."""
+    own = local if local is not None else total
     return {"kind": kind, "tensor": tensor, "consumers": consumers,
-            "sqnr_db": local_db if local_db is not None else total_db, "relative_error": rel(local if local else total),
-            "sqnr_vs_fp32_db": total_db, "relative_error_vs_fp32": rel(total)}
+            "sqnr_db": _db(own[0], own[1]), "relative_error": _relative(own[0], own[1]),
+            "worst_channel_sqnr_db": _worst_channel(own),
+            "sqnr_vs_fp32_db": _db(total[0], total[1]) if total else None,
+            "relative_error_vs_fp32": _relative(total[0], total[1]) if total else None}
+
+
+def _db(signal: float, noise: float) -> float:
+    if noise == 0:
+        return math.inf
+    return 10 * math.log10(signal / noise) if signal > 0 else -math.inf
+
+
+def _relative(signal: float, noise: float) -> float:
+    return math.sqrt(noise / signal) if signal > 0 else math.inf
+
+
+def _worst_channel(energy) -> float:
+    """Lowest SQNR over channels that carry signal (all-zero channels have nothing to lose)."""
+    signal, noise, per_signal, per_noise = energy
+    if per_signal is None or not np.any(per_signal > 0):
+        return _db(signal, noise)
+    live = per_signal > 0
+    return min(_db(float(s), float(n)) for s, n in zip(per_signal[live], per_noise[live]))

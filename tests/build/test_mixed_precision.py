@@ -10,9 +10,6 @@ sits between, with room for platform differences in rounding.
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
-
 import onnx
 import pytest
 from typer.testing import CliRunner
@@ -20,37 +17,14 @@ from typer.testing import CliRunner
 from segdeploy.cli import app
 from segdeploy.manifest import Manifest
 
-from build_helpers import requires_tensorrt, write_images
+from build_helpers import requires_tensorrt
 
-MODEL = Path(__file__).with_name("outlier_model.py")
 BUDGET = "15"
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def outlier_export(tmp_path_factory):
-    from segdeploy.export import ExportRequest, export_model
-
-    out = tmp_path_factory.mktemp("outlier") / "deploy"
-    export_model(ExportRequest(source=f"{MODEL}:OutlierNet", out_dir=out, num_classes=3, input_shape=(1, 3, 64, 96)))
-    return out
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory):
-    root = tmp_path_factory.mktemp("images")
-    return write_images(root / "calib", 12, seed=0), write_images(root / "eval", 8, seed=1)
-
-
-@pytest.fixture
-def outlier(outlier_export, tmp_path):
-    target = tmp_path / "deploy"
-    shutil.copytree(outlier_export, target)
-    return target
-
-
-def build(directory, images, *extra):
-    calib, evaluation = images
+def build(directory, outlier_images, *extra):
+    calib, evaluation = outlier_images
     return runner.invoke(app, ["build", str(directory), "-p", "int8", "--calib", str(calib), "--eval-data", str(evaluation),
                                "--json", *map(str, extra)])
 
@@ -59,8 +33,8 @@ def _record(directory, artifact="onnx-int8-ort"):
     return Manifest.load(directory).artifact(artifact)["mixed_precision"]
 
 
-def test_fallback_meets_the_budget_naive_int8_misses_with_fewer_float_layers(outlier, images):
-    result = build(outlier, images, "--max-miou-drop", BUDGET)
+def test_fallback_meets_the_budget_naive_int8_misses_with_fewer_float_layers(outlier, outlier_images):
+    result = build(outlier, outlier_images, "--max-miou-drop", BUDGET)
     assert result.exit_code == 0, result.output
     record = _record(outlier)
     assert record["naive"]["drop"] > float(BUDGET)
@@ -80,23 +54,23 @@ def test_fallback_meets_the_budget_naive_int8_misses_with_fewer_float_layers(out
     assert summary["artifacts"][-1]["mixed_precision"]["kept_float"] == record["kept_float"]
 
 
-def test_the_search_is_deterministic(outlier, images, tmp_path):
-    assert build(outlier, images, "--max-miou-drop", BUDGET).exit_code == 0
+def test_the_search_is_deterministic(outlier, outlier_images, tmp_path):
+    assert build(outlier, outlier_images, "--max-miou-drop", BUDGET).exit_code == 0
     first = _record(outlier)
-    assert build(outlier, images, "--max-miou-drop", BUDGET).exit_code == 0
+    assert build(outlier, outlier_images, "--max-miou-drop", BUDGET).exit_code == 0
     second = _record(outlier)
     assert first["kept_float"] == second["kept_float"] and first["trace"] == second["trace"]
 
 
-def test_naive_int8_within_budget_keeps_nothing_in_float(outlier, images):
-    result = build(outlier, images, "--max-miou-drop", "100")
+def test_naive_int8_within_budget_keeps_nothing_in_float(outlier, outlier_images):
+    result = build(outlier, outlier_images, "--max-miou-drop", "100")
     assert result.exit_code == 0, result.output
     record = _record(outlier)
     assert record["kept_float"] == [] and record["final"] == record["naive"]
 
 
-def test_impossible_budget_is_one_line_and_leaves_no_artifact(outlier, images):
-    result = build(outlier, images, "--max-miou-drop", "0")
+def test_impossible_budget_is_one_line_and_leaves_no_artifact(outlier, outlier_images):
+    result = build(outlier, outlier_images, "--max-miou-drop", "0")
     assert result.exit_code == 1
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
     assert "cannot meet --max-miou-drop 0.0" in lines[-1] and "Traceback" not in result.output
@@ -104,15 +78,15 @@ def test_impossible_budget_is_one_line_and_leaves_no_artifact(outlier, images):
     assert "onnx-int8-ort" not in Manifest.load(outlier).artifacts
 
 
-def test_budget_needs_int8_and_a_non_negative_number(outlier, images):
+def test_budget_needs_int8_and_a_non_negative_number(outlier, outlier_images):
     result = runner.invoke(app, ["build", str(outlier), "-p", "fp16", "--max-miou-drop", "1"])
     assert result.exit_code != 0 and "--max-miou-drop applies to --precision int8" in result.stderr
-    result = build(outlier, images, "--max-miou-drop", "-1")
+    result = build(outlier, outlier_images, "--max-miou-drop", "-1")
     assert result.exit_code != 0 and ">= 0" in result.stderr
 
 
-def test_default_eval_set_is_the_calibration_images_with_a_warning(outlier, images):
-    calib, _ = images
+def test_default_eval_set_is_the_calibration_images_with_a_warning(outlier, outlier_images):
+    calib, _ = outlier_images
     result = runner.invoke(app, ["build", str(outlier), "-p", "int8", "--calib", str(calib), "--max-miou-drop", BUDGET])
     assert result.exit_code == 0, result.output
     assert "optimistic" in result.stderr
@@ -121,8 +95,8 @@ def test_default_eval_set_is_the_calibration_images_with_a_warning(outlier, imag
 
 @requires_tensorrt
 @pytest.mark.trt
-def test_tensorrt_rtx_builds_the_mixed_graph(outlier, images):
-    result = build(outlier, images, "--max-miou-drop", BUDGET, "--backend", "tensorrt")
+def test_tensorrt_rtx_builds_the_mixed_graph(outlier, outlier_images):
+    result = build(outlier, outlier_images, "--max-miou-drop", BUDGET, "--backend", "tensorrt")
     assert result.exit_code == 0, result.output
     manifest = Manifest.load(outlier)
     record = manifest.artifact("onnx-int8-trt")["mixed_precision"]
