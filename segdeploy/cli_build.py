@@ -158,22 +158,11 @@ def build_summary(result) -> dict:
         state = "" if item["new"] else " (already there)"
         lines.append(f"  {item['name']:<14} {item['file']:<22} {size:>9}{state}" + (f"  {'; '.join(extra)}" if extra else ""))
         if item.get("mixed_precision"):
-            lines += mixed_lines(item["mixed_precision"])
+            from segdeploy.precision.mixed import summary_lines
+
+            lines += ["    " + line for line in summary_lines(item["mixed_precision"])]
     lines += [f"  note: {note}" for note in result.notes]
     data = {"deploy_dir": str(result.directory), "artifacts": result.artifacts, "notes": result.notes}
     data["text"] = "\n".join(lines)
     return data
 
-
-def mixed_lines(record: dict) -> list[str]:
-    """The INT8-within-budget outcome in a few lines (also used by bench.md)."""
-    naive, final, lat = record["naive"], record["final"], record["latency_ms"]
-    kept = record["kept_float"]
-    verdict = (f"naive INT8 already within budget (drop {naive['drop']:.2f})" if not kept else
-               f"kept {len(kept)} of {record['quantized_nodes']} quantized layers in float: drop {naive['drop']:.2f} → {final['drop']:.2f}")
-    lines = [f"    budget {record['budget_miou_drop']} mIoU: {verdict}; evaluated on {record['eval']['description']}"]
-    if kept:
-        lines.append(f"    in float: {', '.join(kept[:8])}" + (f" … (+{len(kept) - 8})" if len(kept) > 8 else ""))
-    mixed = f", mixed {lat['mixed_int8']:.2f} ms" if lat.get("mixed_int8") is not None else ""
-    lines.append(f"    onnxruntime median latency: fp32 {lat['fp32']:.2f} ms, naive int8 {lat['naive_int8']:.2f} ms{mixed}")
-    return lines

@@ -170,3 +170,17 @@ class _Search:
         out.update({"batch": int(feed[self.evalset.input_name].shape[0]), "iterations": self.options.latency_iterations,
                     "provider": "CPUExecutionProvider"})
         return out
+
+
+def summary_lines(record: dict) -> list[str]:
+    """The outcome in a few plain lines (build's output, bench.md)."""
+    naive, final, lat = record["naive"], record["final"], record["latency_ms"]
+    kept = record["kept_float"]
+    verdict = (f"naive INT8 already within budget (drop {naive['drop']:.2f})" if not kept else
+               f"kept {len(kept)} of {record['quantized_nodes']} quantized layers in float: drop {naive['drop']:.2f} → {final['drop']:.2f}")
+    lines = [f"budget {record['budget_miou_drop']} mIoU: {verdict}; evaluated on {record['eval']['description']}"]
+    if kept:
+        lines.append(f"in float: {', '.join(kept[:8])}" + (f" … (+{len(kept) - 8})" if len(kept) > 8 else ""))
+    mixed = f", mixed {lat['mixed_int8']:.2f} ms" if lat.get("mixed_int8") is not None else ""
+    lines.append(f"onnxruntime median latency: fp32 {lat['fp32']:.2f} ms, naive int8 {lat['naive_int8']:.2f} ms{mixed}")
+    return lines

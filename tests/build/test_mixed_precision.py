@@ -105,3 +105,17 @@ def test_tensorrt_rtx_builds_the_mixed_graph(outlier, outlier_images):
     engine = manifest.artifact("trt-int8")
     assert engine["parent"] == "onnx-int8-trt"
     manifest.verify("trt-int8")
+
+
+def test_bench_report_carries_the_evidence(outlier, outlier_images):
+    calib, evaluation = outlier_images
+    assert build(outlier, outlier_images, "--max-miou-drop", BUDGET).exit_code == 0
+    result = runner.invoke(app, ["bench", str(outlier), "--data", str(evaluation), "--iterations", "2", "--warmup", "1",
+                                 "--rounds", "1", "--no-plots", "-a", "onnx-int8-ort"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((outlier / "bench" / "bench.json").read_text())
+    evidence = report["targets"]["onnx-int8-ort"]["mixed_precision"]
+    assert evidence["kept_float"] == _record(outlier)["kept_float"] and evidence["kept_float"]
+    markdown = (outlier / "bench" / "bench.md").read_text()
+    assert "onnx-int8-ort: INT8 within a budget" in markdown
+    assert f"in float: {evidence['kept_float'][0]}" in markdown
