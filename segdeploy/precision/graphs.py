@@ -110,9 +110,13 @@ class Int8Maker:
     def quantize_to(self, target_name: str, out: Path) -> bool:
         """Quantize the prepared graph for `target_name` into `out`; True when cached ranges were reused."""
         reader = reader_for(self.manifest, self.calib, self.on_batch)
-        return quantize_graph(self.prepared(), out, target_for(target_name), reader=reader, cache_path=self.cache_path(),
-                              method=self.options.method, percentile=self.options.percentile,
-                              exclude_nodes=self.options.exclude_nodes, exclude_ops=self.options.exclude_ops)
+        fresh, start = not self.cache_path().is_file(), time.perf_counter()
+        reused = quantize_graph(self.prepared(), out, target_for(target_name), reader=reader, cache_path=self.cache_path(),
+                                method=self.options.method, percentile=self.options.percentile,
+                                exclude_nodes=self.options.exclude_nodes, exclude_ops=self.options.exclude_ops)
+        if fresh:  # make() will find the cache: remember that this build calibrated
+            self._calibration = self._calibration_record(self.cache_path(), True, time.perf_counter() - start)
+        return reused
 
     def make(self, target_name: str, keep_float: list[str] = (), record: dict | None = None) -> str:
         """Write and record the INT8 graph for `target_name` ('tensorrt' or 'onnxruntime').

@@ -63,6 +63,7 @@ def make_within_budget(maker, target: str, options: BudgetOptions, step: Callabl
         warn(evalset.warning)
     with tempfile.TemporaryDirectory(prefix="segdeploy-mixed-") as scratch:
         naive_path = Path(scratch) / "naive.onnx"
+        step(f"quantizing the whole graph (naive INT8, {target})")
         maker.quantize_to(target, naive_path)
         step(f"evaluating FP32 and naive INT8 on {evalset.description}")
         reference = evalset.reference(fp32_path)

@@ -42,6 +42,7 @@ def test_fallback_meets_the_budget_naive_int8_misses_with_fewer_float_layers(out
     assert 0 < len(record["kept_float"]) < record["quantized_nodes"]
     assert record["kept_float"][0] == "/model/head/Conv"  # the reader of the outlier tensor ranks first
     assert not record["eval"]["labelled"]
+    assert Manifest.load(outlier).artifact("onnx-int8-ort")["calibration"]["reused_cache"] is False  # calibrated here
     # the recorded graph is the mixed one: the kept node reads a float tensor, not a DequantizeLinear
     graph = onnx.load(str(outlier / "model.int8-ort.onnx")).graph
     producers = {o: n.op_type for n in graph.node for o in n.output}
