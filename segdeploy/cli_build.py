@@ -69,7 +69,7 @@ def build_command(
     from segdeploy.backends.tensorrt.profiles import parse_shapes
     from segdeploy.build import BuildOptions, build_artifacts
     from segdeploy.precision.graphs import QuantOptions
-    from segdeploy.precision.mixed import BudgetOptions
+    from segdeploy.precision.mixed import budget_options
 
     with user_errors():
         options = BuildOptions(
@@ -77,7 +77,7 @@ def build_command(
             calib_size=calib_size,
             quant=QuantOptions(method=calib_method.value, percentile=percentile, cache_dir=cache_dir,
                                exclude_nodes=_names(exclude_nodes), exclude_ops=_names(exclude_ops)),
-            budget=BudgetOptions(max_miou_drop, eval_data, eval_limit) if max_miou_drop is not None else None,
+            budget=budget_options(max_miou_drop, eval_data, eval_limit),
             fp16_block_ops=_names(fp16_block_ops),
             graph_only=graph_only,
             ort_optimize=ort_optimize,

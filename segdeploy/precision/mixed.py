@@ -44,6 +44,15 @@ class BudgetOptions:
     latency_iterations: int = 20
 
 
+def budget_options(max_miou_drop: float | None, eval_data: Path | None, eval_limit: int | None) -> BudgetOptions | None:
+    """The CLI's three options as one value; evaluation options without a budget are a mistake, not a no-op."""
+    if max_miou_drop is None:
+        if eval_data is not None or eval_limit is not None:
+            raise UsageError("--eval-data and --eval-limit only apply with --max-miou-drop")
+        return None
+    return BudgetOptions(max_miou_drop, eval_data, eval_limit)
+
+
 def check_budget(options: BudgetOptions | None, precisions: list[str]) -> None:
     if options is None:
         return

@@ -84,6 +84,9 @@ def test_budget_needs_int8_and_a_non_negative_number(outlier, outlier_images):
     assert result.exit_code != 0 and "--max-miou-drop applies to --precision int8" in result.stderr
     result = build(outlier, outlier_images, "--max-miou-drop", "-1")
     assert result.exit_code != 0 and ">= 0" in result.stderr
+    result = build(outlier, outlier_images)  # --eval-data without a budget
+    assert result.exit_code != 0 and "only apply with --max-miou-drop" in result.stderr
+    assert "onnx-int8-ort" not in Manifest.load(outlier).artifacts
 
 
 def test_default_eval_set_is_the_calibration_images_with_a_warning(outlier, outlier_images):
@@ -120,3 +123,24 @@ def test_bench_report_carries_the_evidence(outlier, outlier_images):
     markdown = (outlier / "bench" / "bench.md").read_text()
     assert "onnx-int8-ort: INT8 within a budget" in markdown
     assert f"in float: {evidence['kept_float'][0]}" in markdown
+
+
+def test_labelled_default_eval_set_reproduces_the_demo_models_val_miou(tmp_path):
+    """Default evaluation = calib/'s val split (labelled): the FP32 graph's mIoU must be the one
+    training measured in PyTorch (calib/demo/model.json), an independent check of the evaluator."""
+    from segdeploy.export import ExportRequest, export_model
+
+    from build_helpers import REPO
+
+    demo = json.loads((REPO / "calib" / "demo" / "model.json").read_text())
+    directory = tmp_path / "demo"
+    export_model(ExportRequest(source="unet", out_dir=directory, weights=REPO / "calib" / "demo" / "best.pth",
+                               num_classes=6, model_kwargs=demo["model_kwargs"], input_shape=tuple(demo["input_shape"]),
+                               classes_file=REPO / "calib" / "classes.json"))
+    result = runner.invoke(app, ["build", str(directory), "-p", "int8", "--max-miou-drop", "0.5", "--calib-size", "40"])
+    assert result.exit_code == 0, result.output
+    record = _record(directory)
+    assert record["eval"]["labelled"] and record["eval"]["images"] == 40
+    assert "val split" in record["eval"]["description"]
+    assert abs(record["fp32_miou"] - demo["val_miou"]) < 0.05
+    assert record["final"]["drop"] <= 0.5
