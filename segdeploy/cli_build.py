@@ -48,7 +48,7 @@ def build_command(
     exclude_nodes: Annotated[Optional[str], typer.Option(help="Comma-separated node names kept in float (INT8).", rich_help_panel=CALIB)] = None,
     exclude_ops: Annotated[Optional[str], typer.Option(help="Comma-separated operator types kept in float (INT8), e.g. Resize.", rich_help_panel=CALIB)] = None,
     max_miou_drop: Annotated[Optional[float], typer.Option(help="Keep the fewest sensitive layers in float so INT8 loses at most this many mIoU points.", rich_help_panel=BUDGET)] = None,
-    eval_data: Annotated[Optional[Path], typer.Option(help="Evaluation set for --max-miou-drop: labelled dataset (mIoU) or image folder (agreement with FP32) [default: --calib's val split, else its images].", rich_help_panel=BUDGET)] = None,
+    eval_data: Annotated[Optional[Path], typer.Option(help="Evaluation set for --max-miou-drop: labelled dataset (mIoU) or image folder (agreement with FP32). Default: --calib's val split if labelled, else its images.", rich_help_panel=BUDGET)] = None,
     eval_limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate on at most this many images.", rich_help_panel=BUDGET)] = None,
     fp16_block_ops: Annotated[Optional[str], typer.Option(help="Extra operator types kept in FP32 in the FP16 graph.")] = None,
     ort_optimize: Annotated[bool, typer.Option(help="onnxruntime: also save each graph with CPU graph optimizations applied.")] = False,
