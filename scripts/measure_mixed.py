@@ -76,10 +76,15 @@ def row(r: dict) -> str:
         return f"| {r['model']} | {r['budget']} | – | – | – | {r['error']} |"
     lat = r["latency_ms"]
     mixed = f"{lat['mixed_int8']:.2f}" if lat.get("mixed_int8") is not None else "(naive)"
-    kept = ", ".join(r["kept_float"]) or "none"
+    kept = ", ".join(_short(n) for n in r["kept_float"][:4]) + (" …" if len(r["kept_float"]) > 4 else "") or "none"
     count = f"{len(r['kept_float'])}/{r['quantized_nodes']}" if r["quantized_nodes"] else "0"
     return (f"| {r['model']} | {r['budget']} | {r['fp32_miou']:.2f} | {r['naive']['drop']:+.2f} | {r['final']['drop']:+.2f} "
             f"| {count}: {kept} | {lat['fp32']:.2f} / {lat['naive_int8']:.2f} / {mixed} | {r['eval']['description']} |")
+
+
+def _short(node: str) -> str:
+    """/model/backbone/backbone.0/backbone.0.0/Conv → backbone.0.0/Conv (enough to find it)."""
+    return "/".join(node.split("/")[-2:])
 
 
 def main(argv=None) -> None:
@@ -109,6 +114,7 @@ def main(argv=None) -> None:
     for r in results:
         print(row(r))
     (args.work / "results.json").write_text(json.dumps(results, indent=2))
+    print(f"full records (every layer kept, the search trace): {args.work / 'results.json'}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@
    between the last failing and the first passing k. The drop is not exactly monotone in
    k, so the result is the smallest *found* k, not a proven minimum; every k reported was
    measured on the evaluation set, and the same inputs give the same k (no randomness);
+   then each kept node, least sensitive first, is put back to INT8 if the budget still holds
+   (`_Search.prune`: one-at-a-time ranking misses nodes that only matter together);
 4. if even every quantized node but one in float misses the budget, stop with an error that
    says so: the only graph that meets it is the float one (build fp32/fp16 instead).
 
@@ -34,6 +36,7 @@ from segdeploy.precision.qdq_edit import keep_float
 from segdeploy.precision.sensitivity import rank_nodes
 
 TOP_RANKED_RECORDED = 20  # sensitivity rows kept in the manifest (the full list can be long)
+PRUNE_LIMIT = 32  # evaluations spent trying to put kept layers back to INT8
 
 
 @dataclass
@@ -78,15 +81,16 @@ def make_within_budget(maker, target: str, options: BudgetOptions, step: Callabl
         reference = evalset.reference(fp32_path)
         naive_miou, naive_drop = evalset.drop(naive_path)
         search = _Search(evalset, onnx.load(str(maker.prepared())), onnx.load(str(naive_path)), Path(scratch), options)
-        kept, trace, ranking = [], [], []
+        kept, ranking, final_miou, final_drop = [], [], naive_miou, naive_drop
         if naive_drop > options.max_miou_drop:
             step("ranking quantized layers by sensitivity (leave-one-out on calibration batches)")
             from segdeploy.precision.graphs import parity_batches
 
             batches, _ = parity_batches(manifest, maker.calib)
             ranking = rank_nodes(search.fp32, search.naive, batches)
-            kept, trace = search.smallest_prefix([r["node"] for r in ranking], step)
-        final_miou, final_drop = (naive_miou, naive_drop) if not kept else trace_result(trace, len(kept))
+            kept, best = search.smallest_prefix([r["node"] for r in ranking], step)
+            kept, best = search.prune(kept, best, step)
+            final_miou, final_drop = best["miou"], best["drop"]
         step("timing FP32, naive INT8 and mixed graphs (onnxruntime)")
         latency = search.latency(fp32_path, naive_path, kept)
     record = {
@@ -99,15 +103,10 @@ def make_within_budget(maker, target: str, options: BudgetOptions, step: Callabl
         "kept_float": kept,
         "quantized_nodes": len(ranking) if ranking else None,
         "sensitivity_top": [_short(r) for r in ranking[:TOP_RANKED_RECORDED]],
-        "trace": trace,
+        "trace": search.trace,
         "latency_ms": latency,
     }
     return maker.make(target, keep_float=kept, record={"mixed_precision": record})
-
-
-def trace_result(trace: list[dict], k: int) -> tuple[float, float]:
-    entry = next(t for t in trace if t["k"] == k)
-    return entry["miou"], entry["drop"]
 
 
 def _short(row: dict) -> dict:
@@ -115,43 +114,59 @@ def _short(row: dict) -> dict:
 
 
 class _Search:
-    """Evaluates "top-k nodes kept in float" candidates, each once."""
+    """Evaluates sets of nodes kept in float on the evaluation set, each set once, in a trace."""
 
     def __init__(self, evalset: EvalSet, fp32: onnx.ModelProto, naive: onnx.ModelProto, scratch: Path, options):
         self.evalset, self.fp32, self.naive, self.scratch, self.options = evalset, fp32, naive, scratch, options
-        self.results: dict[int, dict] = {}
+        self.results: dict[tuple, dict] = {}
+        self.trace: list[dict] = []
 
     def graph(self, nodes: list[str]) -> Path:
-        path = self.scratch / f"keep-{len(nodes)}.onnx"
-        if not path.is_file():
-            onnx.save(keep_float(self.naive, self.fp32, nodes), str(path))
+        path = self.scratch / f"candidate-{len(self.trace)}.onnx"
+        onnx.save(keep_float(self.naive, self.fp32, nodes), str(path))
         return path
 
-    def measure(self, ranked: list[str], k: int, step) -> dict:
-        if k not in self.results:
-            step(f"evaluating with the {k} most sensitive layer(s) in float")
-            miou, drop = self.evalset.drop(self.graph(ranked[:k]))
-            self.results[k] = {"k": k, "miou": round(miou, 4), "drop": round(drop, 4),
-                               "meets_budget": drop <= self.options.max_miou_drop}
-        return self.results[k]
+    def evaluate(self, nodes: list[str], phase: str, step, **about) -> dict:
+        key = tuple(nodes)
+        if key not in self.results:
+            step(f"evaluating with {len(nodes)} layer(s) in float ({phase})")
+            path = self.graph(nodes)
+            miou, drop = self.evalset.drop(path)
+            path.unlink()
+            self.results[key] = {"phase": phase, "k": len(nodes), **about, "miou": round(miou, 4), "drop": round(drop, 4),
+                                 "meets_budget": drop <= self.options.max_miou_drop}
+            self.trace.append(self.results[key])
+        return self.results[key]
 
-    def smallest_prefix(self, ranked: list[str], step) -> tuple[list[str], list[dict]]:
+    def smallest_prefix(self, ranked: list[str], step) -> tuple[list[str], dict]:
         """Doubling, then bisection (see the module docstring); raises when no k < all meets the budget."""
         limit = len(ranked) - 1  # all of them in float is the FP32 graph, not an INT8 one
         failing, k = 0, 1
-        while k <= limit and not self.measure(ranked, k, step)["meets_budget"]:
+        while k <= limit and not self.evaluate(ranked[:k], "top-k", step)["meets_budget"]:
             failing, k = k, (limit if k < limit < 2 * k else 2 * k)
         if k > limit:
             self._impossible(ranked)
         passing = k
         while passing - failing > 1:
             middle = (failing + passing) // 2
-            if self.measure(ranked, middle, step)["meets_budget"]:
+            if self.evaluate(ranked[:middle], "top-k", step)["meets_budget"]:
                 passing = middle
             else:
                 failing = middle
-        trace = [self.results[k] for k in sorted(self.results)]
-        return ranked[:passing], trace
+        return ranked[:passing], self.results[tuple(ranked[:passing])]
+
+    def prune(self, kept: list[str], best: dict, step) -> tuple[list[str], dict]:
+        """Try to put each kept node back to INT8, least sensitive first; keep the removal if the budget
+        still holds. The ranking is measured one node at a time, so a prefix can carry nodes that
+        only mattered alongside others; this drops them (at most PRUNE_LIMIT evaluations)."""
+        for node in list(reversed(kept))[:PRUNE_LIMIT]:
+            if len(kept) == 1:
+                break
+            trial = [n for n in kept if n != node]
+            result = self.evaluate(trial, "prune", step, back_to_int8=node)
+            if result["meets_budget"]:
+                kept, best = trial, result
+        return kept, best
 
     def _impossible(self, ranked: list[str]) -> None:
         best = min(self.results.values(), key=lambda r: r["drop"]) if self.results else None
