@@ -152,9 +152,3 @@ def _preprocess(dataset, manifest, limit: int | None) -> list[EvalBatch]:
         raise SegdeployError(f"the model takes batches of {size} images but the evaluation set has {len(dataset)}")
     return [EvalBatch(b.inputs.astype(np.float32, copy=False), b.geometries, b.labels)
             for b in iter_batches(dataset, preprocess, shape[2:], size, limit=count)]
-
-
-def first_batch(evalset: EvalSet) -> dict[str, np.ndarray]:
-    """One named input batch (for latency and sensitivity runs)."""
-    return {evalset.input_name: evalset.batches[0].inputs}
-

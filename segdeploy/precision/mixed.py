@@ -32,7 +32,8 @@ import onnx
 
 from segdeploy.errors import SegdeployError, UsageError
 from segdeploy.precision.evalset import EvalSet
-from segdeploy.precision.qdq_edit import keep_float
+from segdeploy.precision.graphs import parity_batches
+from segdeploy.precision.qdq_edit import keep_float, quantized_nodes
 from segdeploy.precision.sensitivity import rank_nodes
 
 TOP_RANKED_RECORDED = 20  # sensitivity rows kept in the manifest (the full list can be long)
@@ -84,8 +85,6 @@ def make_within_budget(maker, target: str, options: BudgetOptions, step: Callabl
         kept, ranking, final_miou, final_drop = [], [], naive_miou, naive_drop
         if naive_drop > options.max_miou_drop:
             step("ranking quantized layers by sensitivity (leave-one-out on calibration batches)")
-            from segdeploy.precision.graphs import parity_batches
-
             batches, _ = parity_batches(manifest, maker.calib)
             ranking = rank_nodes(search.fp32, search.naive, batches)
             kept, best = search.smallest_prefix([r["node"] for r in ranking], step)
@@ -101,7 +100,7 @@ def make_within_budget(maker, target: str, options: BudgetOptions, step: Callabl
         "naive": {"miou": round(naive_miou, 4), "drop": round(naive_drop, 4)},
         "final": {"miou": round(final_miou, 4), "drop": round(final_drop, 4)},
         "kept_float": kept,
-        "quantized_nodes": len(ranking) if ranking else None,
+        "quantized_nodes": len(ranking) if ranking else len(quantized_nodes(search.naive)),
         "sensitivity_top": [_short(r) for r in ranking[:TOP_RANKED_RECORDED]],
         "trace": search.trace,
         "latency_ms": latency,
