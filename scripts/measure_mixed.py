@@ -78,7 +78,9 @@ def row(r: dict) -> str:
     mixed = f"{lat['mixed_int8']:.2f}" if lat.get("mixed_int8") is not None else "(naive)"
     kept = ", ".join(_short(n) for n in r["kept_float"][:4]) + (" …" if len(r["kept_float"]) > 4 else "") or "none"
     count = f"{len(r['kept_float'])}/{r['quantized_nodes']}" if r["quantized_nodes"] else "0"
-    return (f"| {r['model']} | {r['budget']} | {r['fp32_miou']:.2f} | {r['naive']['drop']:+.2f} | {r['final']['drop']:+.2f} "
+    se = r.get("drop_standard_error")
+    se_text = f" ±{se:.2f}" if se is not None else ""
+    return (f"| {r['model']} | {r['budget']} | {r['fp32_miou']:.2f} | {r['naive']['drop']:+.2f}{se_text} | {r['final']['drop']:+.2f} "
             f"| {count}: {kept} | {lat['fp32']:.2f} / {lat['naive_int8']:.2f} / {mixed} | {r['eval']['description']} |")
 
 
@@ -109,7 +111,7 @@ def main(argv=None) -> None:
         for budget in (float(b) for b in args.budgets.split(",")):
             results.append(measure(name, spec, deploy, budget))
             print(row(results[-1]), flush=True)
-    print("\n| model | budget | FP32 mIoU | naive ΔmIoU drop | mixed drop | kept in float | ORT ms fp32 / naive / mixed | eval |")
+    print("\n| model | budget | FP32 mIoU | naive drop ± s.e. | mixed drop | kept in float | ORT ms fp32 / naive / mixed | eval |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
         print(row(r))

@@ -16,8 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from segdeploy.errors import SegdeployError, UsageError
-from segdeploy.metrics import ConfusionMatrix
+from segdeploy.metrics import ConfusionMatrix, scores_from_counts
 from segdeploy.preprocess import Preprocess
+
+
+BOOTSTRAP_RESAMPLES = 200
+BOOTSTRAP_SEED = 0
 
 
 def output_class_maps(output: np.ndarray, geometries, input_hw, num_classes: int, kind: str = "logits") -> list[np.ndarray]:
@@ -63,6 +67,7 @@ class EvalSet:
         self.output_kind = manifest.data.get("output", {}).get("kind", "logits")
         self._reference_miou: float | None = None
         self._reference_maps: list[np.ndarray] | None = None
+        self._reference_counts: np.ndarray | None = None
 
     @property
     def images(self) -> int:
@@ -110,26 +115,50 @@ class EvalSet:
         """mIoU (%) of the FP32 graph: against the labels, or 100 against itself (agreement)."""
         if self._reference_maps is None:
             self._reference_maps = self.predict(fp32)
-            self._reference_miou = self._miou(self._reference_maps)
+            self._reference_counts = self._per_image(self._reference_maps)
+            self._reference_miou = _miou(self._reference_counts.sum(axis=0))
         return self._reference_miou
 
     def drop(self, graph: Path) -> tuple[float, float]:
         """(mIoU %, drop in points vs the FP32 reference) of `graph`; call `reference` first."""
+        miou, drop, _ = self.drop_with_noise(graph, resamples=0)
+        return miou, drop
+
+    def drop_with_noise(self, graph: Path, resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, float, float | None]:
+        """(mIoU %, drop, bootstrap standard error of the drop over images).
+
+        The standard error says how much the drop would move on another set of images like
+        these: a budget below it cannot be told apart from noise. Resampling uses a fixed seed
+        (deterministic); images are resampled jointly for FP32 and the candidate (paired)."""
         if self._reference_maps is None:
             raise RuntimeError("EvalSet.reference(fp32) must be measured before drop()")
-        miou = self._miou(self.predict(graph))
-        return miou, self._reference_miou - miou
+        counts = self._per_image(self.predict(graph))
+        miou = _miou(counts.sum(axis=0))
+        if resamples < 1 or len(counts) < 2:
+            return miou, self._reference_miou - miou, None
+        rng = np.random.default_rng(BOOTSTRAP_SEED)
+        drops = []
+        for _ in range(resamples):
+            pick = rng.integers(0, len(counts), len(counts))
+            drops.append(_miou(self._reference_counts[pick].sum(axis=0)) - _miou(counts[pick].sum(axis=0)))
+        return miou, self._reference_miou - miou, float(np.std(drops, ddof=1))
 
-    def _miou(self, maps: list[np.ndarray]) -> float:
+    def _per_image(self, maps: list[np.ndarray]) -> np.ndarray:
+        """One confusion matrix per image (against labels, or against the FP32 maps)."""
         if self.labelled:
-            matrix = ConfusionMatrix(self.num_classes, self.ignore_index)
-            labels = [label for batch in self.batches for label in batch.labels]
+            truths, ignore = [label for batch in self.batches for label in batch.labels], self.ignore_index
         else:
-            matrix = ConfusionMatrix(self.num_classes)
-            labels = self._reference_maps if self._reference_maps is not None else maps
-        for label, prediction in zip(labels, maps):
-            matrix.update(label, prediction)
-        return float(matrix.scores().miou * 100.0)
+            truths, ignore = (self._reference_maps if self._reference_maps is not None else maps), None
+        out = np.zeros((len(maps), self.num_classes, self.num_classes), dtype=np.int64)
+        for index, (truth, prediction) in enumerate(zip(truths, maps)):
+            matrix = ConfusionMatrix(self.num_classes, ignore)
+            matrix.update(truth, prediction)
+            out[index] = matrix.counts
+        return out
+
+
+def _miou(counts: np.ndarray) -> float:
+    return float(scores_from_counts(counts).miou * 100.0)
 
 
 def _check_class_count(dataset, manifest, path) -> None:

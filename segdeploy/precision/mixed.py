@@ -80,7 +80,8 @@ def make_within_budget(maker, target: str, options: BudgetOptions, step: Callabl
         maker.quantize_to(target, naive_path)
         step(f"evaluating FP32 and naive INT8 on {evalset.description}")
         reference = evalset.reference(fp32_path)
-        naive_miou, naive_drop = evalset.drop(naive_path)
+        naive_miou, naive_drop, noise = evalset.drop_with_noise(naive_path)
+        _warn_if_below_noise(options.max_miou_drop, noise, evalset, warn)
         search = _Search(evalset, onnx.load(str(maker.prepared())), onnx.load(str(naive_path)), Path(scratch), options)
         kept, ranking, final_miou, final_drop = [], [], naive_miou, naive_drop
         if naive_drop > options.max_miou_drop:
@@ -98,6 +99,7 @@ def make_within_budget(maker, target: str, options: BudgetOptions, step: Callabl
                  "warning": evalset.warning},
         "fp32_miou": round(reference, 4),
         "naive": {"miou": round(naive_miou, 4), "drop": round(naive_drop, 4)},
+        "drop_standard_error": round(noise, 4) if noise is not None else None,
         "final": {"miou": round(final_miou, 4), "drop": round(final_drop, 4)},
         "kept_float": kept,
         "quantized_nodes": len(ranking) if ranking else len(quantized_nodes(search.naive)),
@@ -106,6 +108,14 @@ def make_within_budget(maker, target: str, options: BudgetOptions, step: Callabl
         "latency_ms": latency,
     }
     return maker.make(target, keep_float=kept, record={"mixed_precision": record})
+
+
+def _warn_if_below_noise(budget: float, noise: float | None, evalset: EvalSet, warn) -> None:
+    """A budget smaller than the drop's own uncertainty selects layers on noise: say so."""
+    if noise is not None and budget < 2 * noise:
+        warn(f"the budget ({budget} mIoU) is below twice the evaluation noise (naive INT8's drop has a standard "
+             f"error of {noise:.2f} points over these {evalset.images} images): the layers chosen may not hold "
+             "on other images; evaluate on more images (--eval-data, --eval-limit)")
 
 
 def _short(row: dict) -> dict:
@@ -202,7 +212,9 @@ def summary_lines(record: dict) -> list[str]:
     kept = record["kept_float"]
     verdict = (f"naive INT8 already within budget (drop {naive['drop']:.2f})" if not kept else
                f"kept {len(kept)} of {record['quantized_nodes']} quantized layers in float: drop {naive['drop']:.2f} → {final['drop']:.2f}")
-    lines = [f"budget {record['budget_miou_drop']} mIoU: {verdict}; evaluated on {record['eval']['description']}"]
+    noise = record.get("drop_standard_error")
+    noise_text = f" (drop standard error ±{noise:.2f})" if noise is not None else ""
+    lines = [f"budget {record['budget_miou_drop']} mIoU: {verdict}{noise_text}; evaluated on {record['eval']['description']}"]
     if kept:
         lines.append(f"in float: {', '.join(kept[:8])}" + (f" … (+{len(kept) - 8})" if len(kept) > 8 else ""))
     mixed = f", mixed {lat['mixed_int8']:.2f} ms" if lat.get("mixed_int8") is not None else ""

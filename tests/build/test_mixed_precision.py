@@ -42,6 +42,8 @@ def test_fallback_meets_the_budget_naive_int8_misses_with_fewer_float_layers(out
     assert 0 < len(record["kept_float"]) < record["quantized_nodes"]
     assert record["kept_float"][0] == "/model/head/Conv"  # the reader of the outlier tensor ranks first
     assert not record["eval"]["labelled"]
+    assert 0 < record["drop_standard_error"] < float(BUDGET) / 2  # the budget is well above the noise: no warning
+    assert "evaluation noise" not in result.stderr
     assert Manifest.load(outlier).artifact("onnx-int8-ort")["calibration"]["reused_cache"] is False  # calibrated here
     # the recorded graph is the mixed one: the kept node reads a float tensor, not a DequantizeLinear
     graph = onnx.load(str(outlier / "model.int8-ort.onnx")).graph
@@ -75,6 +77,7 @@ def test_impossible_budget_is_one_line_and_leaves_no_artifact(outlier, outlier_i
     assert result.exit_code == 1
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
     assert "cannot meet --max-miou-drop 0.0" in lines[-1] and "Traceback" not in result.output
+    assert "below twice the evaluation noise" in result.stderr  # a zero budget is below any image-to-image noise
     assert not (outlier / "model.int8-ort.onnx").exists()
     assert "onnx-int8-ort" not in Manifest.load(outlier).artifacts
 
