@@ -20,6 +20,7 @@ from segdeploy.graph_spec import GraphSpec
 from segdeploy.manifest import Manifest, tool_versions
 from segdeploy.precision.calibration import CalibrationSet, check_readable, default_calib_dir, select_images
 from segdeploy.precision.graphs import FP32, Int8Maker, QuantOptions, make_fp16
+from segdeploy.precision.mixed import BudgetOptions, check_budget, make_within_budget
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -36,6 +37,7 @@ class BuildOptions:
     opt_shapes: dict = field(default_factory=dict)
     max_shapes: dict = field(default_factory=dict)
     engine: EngineOptions = field(default_factory=EngineOptions)
+    budget: BudgetOptions | None = None  # int8 within an mIoU budget (`precision.mixed`)
 
 
 @dataclass
@@ -65,7 +67,7 @@ def build_artifacts(
     int8 = Int8Maker(manifest, calib, options.quant, step, on_batch) if "int8" in precisions else None
     try:
         for precision in precisions:
-            graph = _precision_graph(manifest, precision, backend, options, calib, int8, step)
+            graph = _precision_graph(manifest, precision, backend, options, calib, int8, step, warn)
             made.append(_describe(manifest, graph, new=graph != FP32))
             manifest.save()
             artifact = _backend_artifact(manifest, graph, precision, backend, options, flavour, profile, step, notes)
@@ -89,6 +91,10 @@ def _check_request(precisions: list[str], backend: str, options: BuildOptions) -
     trt_only = _tensorrt_options_given(options)
     if backend != "tensorrt" and trt_only:
         raise UsageError(f"{', '.join(trt_only)} only apply to --backend tensorrt")
+    check_budget(options.budget, precisions)
+    if options.budget is not None and options.quant.method == "best":
+        raise UsageError("--calib-method best and --max-miou-drop are two steps, not one build",
+                         "run `--calib-method best` first, then --max-miou-drop with the method it picked")
     if backend != "onnxruntime" and options.ort_optimize:
         raise UsageError("--ort-optimize only applies to --backend onnxruntime")
     return list(dict.fromkeys(precisions))  # keep order, drop repeats
@@ -139,7 +145,7 @@ def _calibration_set(options: BuildOptions, warn, required: bool) -> Calibration
     return calib
 
 
-def _precision_graph(manifest, precision, backend, options, calib, int8, step) -> str:
+def _precision_graph(manifest, precision, backend, options, calib, int8, step, warn) -> str:
     if precision == "fp32":
         return FP32
     if precision == "fp16":
@@ -148,6 +154,8 @@ def _precision_graph(manifest, precision, backend, options, calib, int8, step) -
         from segdeploy.precision.compare import make_best_int8
 
         return make_best_int8(int8, backend)
+    if options.budget is not None:
+        return make_within_budget(int8, backend, options.budget, step, warn)
     return int8.make(backend)
 
 
@@ -208,7 +216,7 @@ def build_engine_artifact(manifest: Manifest, graph: str, precision: str, profil
 
 def _describe(manifest: Manifest, name: str, new: bool) -> dict:
     entry = manifest.artifact(name)
-    keys = ("file", "kind", "precision", "backend", "target", "sha256", "bytes", "parity", "calibration")
+    keys = ("file", "kind", "precision", "backend", "target", "sha256", "bytes", "parity", "calibration", "mixed_precision")
     described = {"name": name, "new": new, **{k: entry[k] for k in keys if k in entry}}
     if entry.get("kind") == "engine":
         described["build_seconds"] = entry["settings"].get("build_seconds")

@@ -132,6 +132,7 @@ def _floats(text: str, option: str) -> tuple[float, ...]:
 
 from segdeploy.cli_bench import bench_command  # noqa: E402
 from segdeploy.cli_build import build_command  # noqa: E402
+from segdeploy.cli_inspect import inspect_app  # noqa: E402
 from segdeploy.cli_pipeline import pipeline_command  # noqa: E402
 from segdeploy.cli_run import run_command  # noqa: E402
 
@@ -139,6 +140,7 @@ app.command("build")(build_command)
 app.command("bench")(bench_command)
 app.command("run")(run_command)
 app.command("pipeline")(pipeline_command)
+app.add_typer(inspect_app, name="inspect")
 
 
 def main() -> None:

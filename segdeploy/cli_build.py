@@ -34,6 +34,7 @@ class CalibMethod(str, Enum):
 
 TRT = "TensorRT"
 CALIB = "Calibration (INT8)"
+BUDGET = "INT8 within an mIoU budget"
 
 
 def build_command(
@@ -47,6 +48,9 @@ def build_command(
     cache_dir: Annotated[Optional[Path], typer.Option(help="Where calibration caches live [default: the deploy directory].", rich_help_panel=CALIB)] = None,
     exclude_nodes: Annotated[Optional[str], typer.Option(help="Comma-separated node names kept in float (INT8).", rich_help_panel=CALIB)] = None,
     exclude_ops: Annotated[Optional[str], typer.Option(help="Comma-separated operator types kept in float (INT8), e.g. Resize.", rich_help_panel=CALIB)] = None,
+    max_miou_drop: Annotated[Optional[float], typer.Option(help="Keep the fewest sensitive layers in float so INT8 loses at most this many mIoU points.", rich_help_panel=BUDGET)] = None,
+    eval_data: Annotated[Optional[Path], typer.Option(help="Evaluation set for --max-miou-drop: labelled dataset (mIoU) or image folder (agreement with FP32). Default: --calib's val split if labelled, else its images.", rich_help_panel=BUDGET)] = None,
+    eval_limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate on at most this many images.", rich_help_panel=BUDGET)] = None,
     fp16_block_ops: Annotated[Optional[str], typer.Option(help="Extra operator types kept in FP32 in the FP16 graph.")] = None,
     ort_optimize: Annotated[bool, typer.Option(help="onnxruntime: also save each graph with CPU graph optimizations applied.")] = False,
     graph_only: Annotated[bool, typer.Option(help="tensorrt: make the TensorRT-family graphs only, no engine (no TensorRT needed).", rich_help_panel=TRT)] = False,
@@ -66,6 +70,7 @@ def build_command(
     from segdeploy.backends.tensorrt.profiles import parse_shapes
     from segdeploy.build import BuildOptions, build_artifacts
     from segdeploy.precision.graphs import QuantOptions
+    from segdeploy.precision.mixed import budget_options
 
     with user_errors():
         options = BuildOptions(
@@ -73,6 +78,7 @@ def build_command(
             calib_size=calib_size,
             quant=QuantOptions(method=calib_method.value, percentile=percentile, cache_dir=cache_dir,
                                exclude_nodes=_names(exclude_nodes), exclude_ops=_names(exclude_ops)),
+            budget=budget_options(max_miou_drop, eval_data, eval_limit),
             fp16_block_ops=_names(fp16_block_ops),
             graph_only=graph_only,
             ort_optimize=ort_optimize,
@@ -170,7 +176,12 @@ def build_summary(result) -> dict:
         lines.append(f"  {item['name']:<14} {item['file']:<22} {size:>9}{state}" + (f"  {'; '.join(extra)}" if extra else ""))
         if comparison:
             lines += comparison_lines(comparison)
+        if item.get("mixed_precision"):
+            from segdeploy.precision.mixed import summary_lines
+
+            lines += ["    " + line for line in summary_lines(item["mixed_precision"])]
     lines += [f"  note: {note}" for note in result.notes]
     data = {"deploy_dir": str(result.directory), "artifacts": result.artifacts, "notes": result.notes}
     data["text"] = "\n".join(lines)
     return data
+

@@ -46,12 +46,25 @@ def markdown(report: dict) -> str:
                  f"{env.get('cpu')} ({env.get('cpu_count')} cores){', ' + env['gpu'] if env.get('gpu') else ''}")
     lines += ["", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(report)]
+    lines += _mixed_section(report)
     gates = report.get("gates", {}).get("results", [])
     if gates:
         verdict = "passed" if report["gates"]["passed"] else "FAILED"
         lines += ["", f"**Gates {verdict}**", "", "| gate | artifact | result | |", "|---|---|---|---|"]
         lines += [f"| {g['gate']} | {g['target']} | {g['detail']} | {'✅' if g['passed'] else '❌'} |" for g in gates]
     return "\n".join(lines) + "\n"
+
+
+def _mixed_section(report: dict) -> list[str]:
+    """Evidence for INT8 graphs built within an mIoU budget (`build --max-miou-drop`), as recorded at build time."""
+    from segdeploy.precision.mixed import summary_lines
+
+    lines = []
+    for name, target in report["targets"].items():
+        if target.get("mixed_precision"):
+            lines += ["", f"**{name}: INT8 within a budget** (measured at build time)", ""]
+            lines += [f"- {line}" for line in summary_lines(target["mixed_precision"])]
+    return lines
 
 
 def junit(report: dict) -> str:

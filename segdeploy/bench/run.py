@@ -217,6 +217,15 @@ def _examples(predictors, dataset, preprocess: Preprocess, input_hw, manifest: M
             "palette": manifest.data["classes"]["palette"]}
 
 
+def _mixed_precision(manifest: Manifest, entry: dict) -> dict | None:
+    """The INT8-within-budget record of an artifact, or of the graph an engine was built from."""
+    record = entry.get("mixed_precision") or manifest.artifacts.get(entry.get("parent") or "", {}).get("mixed_precision")
+    if not record:
+        return None
+    keys = ("budget_miou_drop", "eval", "fp32_miou", "naive", "final", "kept_float", "quantized_nodes", "latency_ms")
+    return {k: record.get(k) for k in keys}
+
+
 def _report(manifest, identity, everything, skipped, accuracy, latency, options) -> dict:
     targets = {}
     for target in everything:
@@ -231,6 +240,9 @@ def _report(manifest, identity, everything, skipped, accuracy, latency, options)
             "latency": latency.get(target.name),
             "accuracy": accuracy["targets"].get(target.name, {}),
         }
+        mixed = _mixed_precision(manifest, entry)
+        if mixed:
+            targets[target.name]["mixed_precision"] = mixed
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,

@@ -115,8 +115,23 @@ class Int8Maker:
         folder = Path(self.options.cache_dir) if self.options.cache_dir else self.manifest.directory
         return folder / f"calib-cache.{method}.{key[:16]}.json"
 
-    def make(self, target_name: str) -> str:
-        """Write and record the INT8 graph for `target_name` ('tensorrt' or 'onnxruntime')."""
+    def quantize_to(self, target_name: str, out: Path) -> bool:
+        """Quantize the prepared graph for `target_name` into `out`; True when cached ranges were reused."""
+        reader = reader_for(self.manifest, self.calib, self.on_batch)
+        fresh, start = not self.cache_path().is_file(), time.perf_counter()
+        reused = quantize_graph(self.prepared(), out, target_for(target_name), reader=reader, cache_path=self.cache_path(),
+                                method=self.options.method, percentile=self.options.percentile,
+                                exclude_nodes=self.options.exclude_nodes, exclude_ops=self.options.exclude_ops)
+        if fresh:  # make() will find the cache: remember that this build calibrated
+            self._calibration = self._calibration_record(self.cache_path(), True, time.perf_counter() - start)
+        return reused
+
+    def make(self, target_name: str, keep_float: list[str] = (), record: dict | None = None) -> str:
+        """Write and record the INT8 graph for `target_name` ('tensorrt' or 'onnxruntime').
+
+        `keep_float`: nodes that read float inputs (a mixed graph, see `precision.mixed`);
+        `record`: extra manifest fields for the artifact (the mixed-precision search's record).
+        """
         target = target_for(target_name)
         prepared, cache = self.prepared(), self.cache_path()
         reader = reader_for(self.manifest, self.calib, self.on_batch)
@@ -128,6 +143,10 @@ class Int8Maker:
             quantize_graph(prepared, tmp, target, reader=reader, cache_path=cache, method=self.options.method,
                            percentile=self.options.percentile, exclude_nodes=self.options.exclude_nodes,
                            exclude_ops=self.options.exclude_ops)
+            if keep_float:
+                from segdeploy.precision.qdq_edit import keep_float as keep_nodes_float
+
+                onnx.save(keep_nodes_float(onnx.load(str(tmp)), onnx.load(str(prepared)), keep_float), str(tmp))
             if self._calibration is None or fresh:
                 self._calibration = self._calibration_record(cache, fresh, time.perf_counter() - start)
             self.step(f"measuring INT8 ({target_name}) vs FP32 agreement")
@@ -136,7 +155,9 @@ class Int8Maker:
         _record_graph(self.manifest, target.artifact, target.filename, "int8", target_name, parity=parity,
                       calibration=self._calibration,
                       settings={**target.settings(), "format": "QDQ", "why": target.why,
-                                "exclude_nodes": self.options.exclude_nodes, "exclude_ops": self.options.exclude_ops})
+                                "exclude_nodes": self.options.exclude_nodes, "exclude_ops": self.options.exclude_ops,
+                                "keep_float_nodes": list(keep_float)},
+                      **(record or {}))
         return target.artifact
 
     def _calibration_record(self, cache: Path, fresh: bool, seconds: float) -> dict:

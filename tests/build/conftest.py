@@ -44,3 +44,28 @@ def deploy(exported, tmp_path):
 @pytest.fixture(scope="session")
 def calib_dir(tmp_path_factory) -> Path:
     return write_images(tmp_path_factory.mktemp("calib"), 12)
+
+
+# -- the outlier model (naive INT8 breaks it): tests of INT8 within a budget and `inspect precision`
+
+@pytest.fixture(scope="session")
+def outlier_export(tmp_path_factory):
+    from segdeploy.export import ExportRequest, export_model
+
+    out = tmp_path_factory.mktemp("outlier") / "deploy"
+    source = f"{Path(__file__).with_name('outlier_model.py')}:OutlierNet"  # the file.py:Factory source form
+    export_model(ExportRequest(source=source, out_dir=out, num_classes=3, input_shape=(1, 3, 64, 96)))
+    return out
+
+
+@pytest.fixture(scope="session")
+def outlier_images(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    return write_images(root / "calib", 12, seed=0), write_images(root / "eval", 8, seed=1)
+
+
+@pytest.fixture
+def outlier(outlier_export, tmp_path):
+    target = tmp_path / "deploy"
+    shutil.copytree(outlier_export, target)
+    return target

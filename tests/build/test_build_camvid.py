@@ -40,3 +40,23 @@ def test_int8_from_camvid_frames_agrees_with_fp32_on_val(tmp_path):
     # A trained model on real frames: FP16 is near-exact, INT8 drifts a little but not a lot.
     assert fp16["min_argmax_agreement"] > 0.995, fp16
     assert int8["argmax_agreement"] > 0.95, int8
+
+
+@pytest.mark.slow
+def test_int8_within_a_budget_on_camvid(tmp_path):
+    """The real model: the search meets the budget with few layers in float (minutes: it ranks ~150 nodes)."""
+    from segdeploy.export import ExportRequest, export_model
+    from segdeploy.precision.mixed import BudgetOptions
+
+    directory = tmp_path / "camvid"
+    export_model(ExportRequest(source="lraspp_mobilenet_v3_large", out_dir=directory, weights=MODEL, num_classes=11,
+                               input_shape=(1, 3, 240, 320), classes_file=CAMVID / "classes.json"))
+    budget = BudgetOptions(0.25, CAMVID / "val", eval_limit=24)
+    build_artifacts(directory, ["int8"], "onnxruntime", BuildOptions(calib=CAMVID / "train", calib_size=32, budget=budget))
+    record = Manifest.load(directory).artifact("onnx-int8-ort")["mixed_precision"]
+    assert record["eval"]["labelled"] and record["eval"]["images"] == 24
+    assert record["final"]["drop"] <= 0.25
+    if record["naive"]["drop"] <= 0.25:
+        assert record["kept_float"] == []
+    else:
+        assert 0 < len(record["kept_float"]) < record["quantized_nodes"] / 2
