@@ -110,6 +110,9 @@ def _meets(check: dict, thresholds: ParityThresholds) -> bool:
 
 
 NOISE_FACTOR = 2.0  # how far beyond the measured float32 noise a graph may land (see the module doc)
+# Noise that flips more than 10× the pixels the thresholds allow is not float32 rounding
+# (a nondeterministic model, or one that float32 cannot represent): no allowance then.
+NOISE_CAP = 10.0
 
 
 class Float64Arbiter:
@@ -166,7 +169,8 @@ class Float64Arbiter:
         noise = {"rel_error": max(torch32.get("rel_error", 0.0), jitter.get("rel_error", 0.0)),
                  "argmax_agreement": min(torch32["argmax_agreement"], jitter["argmax_agreement"])}
         sensitive = not _meets(noise, thresholds)
-        within = sensitive and graph.get("rel_error", 0.0) <= NOISE_FACTOR * noise["rel_error"] \
+        plausible = 1 - noise["argmax_agreement"] <= NOISE_CAP * (1 - thresholds.min_agreement)
+        within = sensitive and plausible and graph.get("rel_error", 0.0) <= NOISE_FACTOR * noise["rel_error"] \
             and 1 - graph["argmax_agreement"] <= NOISE_FACTOR * (1 - noise["argmax_agreement"])
         return {
             **result,
@@ -175,10 +179,16 @@ class Float64Arbiter:
             "float32_sensitive": sensitive,
             "within_float32_noise": within,
             "note": (
-                f"{'float32-sensitive model' if sensitive else 'well-conditioned model'}: PyTorch fp32 vs fp64 "
+                f"{_condition(sensitive, plausible)}: PyTorch fp32 vs fp64 "
                 f"{_short(torch32)}; fp64 with 1e-5 input jitter vs fp64 {_short(jitter)}; ONNX vs fp64 {_short(graph)}"
             ),
         }
+
+
+def _condition(sensitive: bool, plausible: bool) -> str:
+    if not sensitive:
+        return "well-conditioned model"
+    return "float32-sensitive model" if plausible else "output too unstable to be float32 rounding (nondeterministic model?)"
 
 
 def _short(check: dict) -> str:
