@@ -103,16 +103,22 @@ def test_run_writes_overlays_and_class_maps(cli, deploy, tmp_path):
 
 @pytest.mark.camvid
 @requires_camvid()
-def test_segmenter_on_camvid_model_matches_pytorch(tmp_path):
+@pytest.mark.parametrize("fused", [False, True], ids=["logits", "fused"])
+def test_segmenter_on_camvid_model_matches_pytorch(tmp_path, fused):
+    """The real CamVid model through Segmenter, plain and with preprocessing and argmax fused."""
+    from segdeploy.export.fused import Fusion
+
     if not CAMVID_MODEL.is_file():
         pytest.skip(f"{CAMVID_MODEL} not found")
     out = tmp_path / "camvid"
     export_model(ExportRequest(source="lraspp_mobilenet_v3_large", out_dir=out, num_classes=11, weights=CAMVID_MODEL,
-                               input_shape=(1, 3, 240, 320), classes_file=CAMVID / "classes.json"))
+                               input_shape=(1, 3, 240, 320), classes_file=CAMVID / "classes.json",
+                               fusion=Fusion(fused, fused)))
     model = get_spec("lraspp_mobilenet_v3_large").build(num_classes=11).eval()
     model.load_state_dict(torch.load(CAMVID_MODEL, weights_only=True))
     paths = sorted((CAMVID / "val" / "images").iterdir())[:4]
     with Segmenter(out) as seg:
+        assert seg.spec.fused_preprocess == fused and seg.spec.labels == fused
         for path in paths:
             image = np.asarray(Image.open(path).convert("RGB"))
             assert (seg(image) == _torch_reference(model, image, (240, 320))).mean() >= 0.999
@@ -186,24 +192,3 @@ def test_fused_int8_and_fp16_artifacts_run_in_segmenter(fused_deploys, tmp_path)
         with Segmenter(target, artifact=artifact) as seg:
             agreement = np.mean([(seg(i) == w).mean() for i, w in zip(images, want)])
         assert agreement >= 0.95, (artifact, agreement)
-
-
-@pytest.mark.camvid
-@requires_camvid()
-def test_segmenter_on_fused_camvid_model_matches_pytorch(tmp_path):
-    from segdeploy.export.fused import Fusion
-
-    if not CAMVID_MODEL.is_file():
-        pytest.skip(f"{CAMVID_MODEL} not found")
-    out = tmp_path / "camvid-fused"
-    export_model(ExportRequest(source="lraspp_mobilenet_v3_large", out_dir=out, num_classes=11, weights=CAMVID_MODEL,
-                               input_shape=(1, 3, 240, 320), classes_file=CAMVID / "classes.json",
-                               fusion=Fusion(True, True)))
-    model = get_spec("lraspp_mobilenet_v3_large").build(num_classes=11).eval()
-    model.load_state_dict(torch.load(CAMVID_MODEL, weights_only=True))
-    paths = sorted((CAMVID / "val" / "images").iterdir())[:4]
-    with Segmenter(out) as seg:
-        assert seg.spec.fused_preprocess and seg.spec.labels
-        for path in paths:
-            image = np.asarray(Image.open(path).convert("RGB"))
-            assert (seg(image) == _torch_reference(model, image, (240, 320))).mean() >= 0.999
