@@ -59,8 +59,8 @@ def models_command(as_json: JsonOption = False) -> None:
 @app.command("export")
 def export_command(
     source: Annotated[str, typer.Argument(help="Registry name, path/to/file.py:Factory, package.module:Factory, or a TorchScript file.")],
-    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Deploy directory [default: deploy/<model>].")] = None,
-    input_shape: Annotated[Optional[str], typer.Option(help="NxCxHxW, e.g. 1x3x512x1024 [default: the model's].")] = None,
+    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Deploy directory (default: deploy/<model>).")] = None,
+    input_shape: Annotated[Optional[str], typer.Option(help="NxCxHxW, e.g. 1x3x512x1024 (default: the model's).")] = None,
     num_classes: Annotated[Optional[int], typer.Option(min=1, help="Number of classes the model outputs.")] = None,
     weights: Annotated[Optional[Path], typer.Option(help="Local checkpoint (state_dict, possibly nested).")] = None,
     weights_key: Annotated[Optional[str], typer.Option(help="Key of the state_dict inside the checkpoint (a.b for nested).")] = None,
@@ -69,8 +69,8 @@ def export_command(
     opset: Annotated[int, typer.Option(min=7, max=23, help="ONNX opset.")] = 11,
     dynamic: Annotated[Optional[str], typer.Option(help="Dynamic axes: any of batch,height,width (or all).")] = None,
     simplify: Annotated[bool, typer.Option(help="Run onnxsim after export.")] = True,
-    mean: Annotated[Optional[str], typer.Option(help="Per-channel mean, 0-255 units [default: ImageNet].")] = None,
-    std: Annotated[Optional[str], typer.Option(help="Per-channel std, 0-255 units [default: ImageNet].")] = None,
+    mean: Annotated[Optional[str], typer.Option(help="Per-channel mean, 0-255 units (default: ImageNet).")] = None,
+    std: Annotated[Optional[str], typer.Option(help="Per-channel std, 0-255 units (default: ImageNet).")] = None,
     scale: Annotated[float, typer.Option(help="Pixels are multiplied by this before mean/std.")] = 1.0,
     bgr: Annotated[bool, typer.Option("--bgr", help="The model takes BGR channel order.")] = False,
     resize: Annotated[str, typer.Option(help="How images reach the input size: stretch or letterbox.")] = "stretch",

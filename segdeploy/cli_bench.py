@@ -15,7 +15,7 @@ TIMING = "Latency"
 
 def bench_command(
     deploy_dir: Annotated[Path, typer.Argument(help="Deploy directory (made by export, filled by build).")],
-    data: Annotated[Optional[Path], typer.Option(help="Dataset or image folder [default: the project's calib/, val split].")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Dataset or image folder (default: the project's calib/, val split).")] = None,
     data_format: Annotated[str, typer.Option(help="auto, canonical, voc, cityscapes or images.")] = "auto",
     split: Annotated[Optional[str], typer.Option(help="Dataset split (e.g. val).")] = None,
     artifact: Annotated[Optional[list[str]], typer.Option("--artifact", "-a", help="Artifact to bench (repeat); default: all that can run here.")] = None,
@@ -36,7 +36,7 @@ def bench_command(
     baseline: Annotated[Optional[Path], typer.Option(help="A previous bench.json to compare with.", rich_help_panel=GATES)] = None,
     max_slowdown: Annotated[Optional[float], typer.Option(help="With --baseline: fail if latency exceeds this ratio of the baseline's.", rich_help_panel=GATES)] = None,
     baseline_miou_tolerance: Annotated[float, typer.Option(help="With --baseline: mIoU points an artifact may lose.", rich_help_panel=GATES)] = 0.5,
-    report_dir: Annotated[Optional[Path], typer.Option(help="Where reports go [default: DEPLOY_DIR/bench].")] = None,
+    report_dir: Annotated[Optional[Path], typer.Option(help="Where reports go (default: DEPLOY_DIR/bench).")] = None,
     plots: Annotated[bool, typer.Option(help="Write PNG plots.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print bench.json on stdout.")] = False,
 ) -> None:

@@ -18,11 +18,11 @@ inspect_app = typer.Typer(help="Look inside a deploy directory's artifacts.", no
 @inspect_app.command("precision")
 def precision_command(
     deploy_dir: Annotated[Path, typer.Argument(help="Deploy directory with an INT8 graph.")],
-    artifact: Annotated[Optional[str], typer.Option(help="INT8 graph to inspect [default: onnx-int8-ort, else onnx-int8-trt].")] = None,
-    data: Annotated[Optional[Path], typer.Option(help="Images to measure on [default: those the graph was calibrated on].")] = None,
+    artifact: Annotated[Optional[str], typer.Option(help="INT8 graph to inspect (default: onnx-int8-ort, else onnx-int8-trt).")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Images to measure on (default: those the graph was calibrated on).")] = None,
     images: Annotated[int, typer.Option(min=1, help="Number of images.")] = 4,
     limit: Annotated[int, typer.Option(min=1, help="Rows shown (and bars plotted), worst first.")] = 20,
-    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="PNG plot path [default: DEPLOY_DIR/precision.<artifact>.png].")] = None,
+    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="PNG plot path (default: DEPLOY_DIR/precision.<artifact>.png).")] = None,
     plot: Annotated[bool, typer.Option(help="Write the PNG plot.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print every row as JSON.")] = False,
 ) -> None:

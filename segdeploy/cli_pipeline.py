@@ -11,7 +11,7 @@ from segdeploy.console import Steps, emit, stderr, stdout, user_errors
 
 
 def pipeline_command(
-    config: Annotated[Optional[Path], typer.Argument(help="Pipeline YAML/JSON [default: the embedded demo].")] = None,
+    config: Annotated[Optional[Path], typer.Argument(help="Pipeline YAML/JSON (default: the embedded demo).")] = None,
     out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Root folder for deploy directories and the summary.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:

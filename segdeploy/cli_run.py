@@ -14,7 +14,7 @@ def run_command(
     deploy_dir: Annotated[Path, typer.Argument(help="Deploy directory, or one artifact file inside it.")],
     inputs: Annotated[list[Path], typer.Argument(help="Images, folders of images, or video files.")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Where overlays and class maps go.")] = Path("segmented"),
-    artifact: Annotated[Optional[str], typer.Option(help="Artifact to run [default: the best that runs here].")] = None,
+    artifact: Annotated[Optional[str], typer.Option(help="Artifact to run (default: the best that runs here).")] = None,
     threads: Annotated[Optional[int], typer.Option(min=1, help="Intra-op threads (onnxruntime).")] = None,
     alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Overlay opacity.")] = 0.5,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,

@@ -38,6 +38,8 @@ class ModelEntry:
     classes: Path | None = None
     dynamic: list[str] = field(default_factory=list)
     preprocess: dict = field(default_factory=dict)
+    fuse_preprocess: bool = False  # export --fuse-preprocess (uint8 NHWC in)
+    fuse_argmax: bool = False  # export --fuse-argmax (int32 class map out)
 
 
 @dataclass
@@ -51,6 +53,9 @@ class PipelineConfig:
     calib: Path | None = None
     calib_size: int = 100
     calib_method: str = "minmax"
+    int8_max_miou_drop: float | None = None  # build --max-miou-drop (INT8 within a budget)
+    eval_data: Path | None = None  # build --eval-data (with int8_max_miou_drop)
+    eval_limit: int | None = None
     bench: dict = field(default_factory=dict)
 
 
@@ -111,13 +116,29 @@ def parse_config(raw, base: Path, out: Path | None = None) -> PipelineConfig:
     names = [m.name for m in models]
     if len(set(names)) != len(names):
         raise UsageError(f"model names must be unique in a pipeline config: {names}")
-    return PipelineConfig(
+    config = PipelineConfig(
         out=out or resolve(raw.get("out", "deploy/pipeline")), models=models,
         precisions=list(raw.get("precisions", ["fp32", "fp16", "int8"])),
         backends=list(raw.get("backends", ["onnxruntime"])), data=resolve(raw.get("data")), split=raw.get("split"),
         calib=resolve(raw.get("calib")), calib_size=int(raw.get("calib_size", 100)),
-        calib_method=raw.get("calib_method", "minmax"), bench=dict(raw.get("bench") or {}),
+        calib_method=raw.get("calib_method", "minmax"), int8_max_miou_drop=_number(raw, "int8_max_miou_drop", float),
+        eval_data=resolve(raw.get("eval_data")), eval_limit=_number(raw, "eval_limit", int), bench=dict(raw.get("bench") or {}),
     )
+    from segdeploy.precision.mixed import budget_options, check_budget
+
+    # checked before any export runs, not after the first model's
+    check_budget(budget_options(config.int8_max_miou_drop, config.eval_data, config.eval_limit), config.precisions)
+    return config
+
+
+def _number(raw: dict, key: str, kind):
+    value = raw.get(key)
+    if value is None:
+        return None
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"pipeline config `{key}` must be a number, got {value!r}") from None
 
 
 def _model_entry(raw, index: int, resolve) -> ModelEntry:
@@ -137,6 +158,7 @@ def _model_entry(raw, index: int, resolve) -> ModelEntry:
         model_kwargs=dict(raw.get("model_kwargs") or {}), weights=resolve(raw.get("weights")),
         input_shape=raw.get("input_shape"), classes=resolve(raw.get("classes")), dynamic=list(raw.get("dynamic") or []),
         preprocess=dict(raw.get("preprocess") or {}),
+        fuse_preprocess=bool(raw.get("fuse_preprocess", False)), fuse_argmax=bool(raw.get("fuse_argmax", False)),
     )
 
 
@@ -177,6 +199,7 @@ def _key(data) -> str:
 def _export(model: ModelEntry, directory: Path, step) -> bool:
     """Export unless an export with the same inputs is there and verifies; True when reused."""
     from segdeploy.export import ExportRequest, export_model, parse_dynamic, parse_input_shape
+    from segdeploy.export.fused import Fusion
     from segdeploy.preprocess import Preprocess
 
     key = _key({"model": model.__dict__, "weights_sha256": sha256_file(model.weights) if model.weights and model.weights.is_file() else None,
@@ -191,6 +214,7 @@ def _export(model: ModelEntry, directory: Path, step) -> bool:
         weights=model.weights, input_shape=parse_input_shape(model.input_shape) if model.input_shape else None,
         dynamic=parse_dynamic(",".join(model.dynamic)), classes_file=model.classes,
         preprocess=Preprocess.from_dict(model.preprocess) if model.preprocess else Preprocess(), force=True,
+        fusion=Fusion(model.fuse_preprocess, model.fuse_argmax),
     ))
     manifest = Manifest.load(directory)
     manifest.data[PIPELINE_KEY] = {"export_key": key, "builds": {}}
@@ -202,17 +226,21 @@ def _build(config: PipelineConfig, directory: Path, backend: str, step) -> bool:
     from segdeploy.build import BuildOptions, build_artifacts
     from segdeploy.data import find_images
     from segdeploy.precision.graphs import QuantOptions
+    from segdeploy.precision.mixed import budget_options
 
     manifest = Manifest.load(directory)
     calib = config.calib
     calib_key = [sha256_file(p) for p in find_images(calib)] if calib else None
     key = _key({"graph": manifest.artifact("onnx-fp32")["sha256"], "precisions": config.precisions, "backend": backend,
-                "calib": calib_key, "calib_size": config.calib_size, "method": config.calib_method})
+                "calib": calib_key, "calib_size": config.calib_size, "method": config.calib_method,
+                "budget": [config.int8_max_miou_drop, config.eval_data, config.eval_limit]})
     state = manifest.data.setdefault(PIPELINE_KEY, {}).setdefault("builds", {}).get(backend)
     if state and state["key"] == key and all(_verifies(manifest, n) for n in state["artifacts"]):
         return True
     step(f"{directory.name}: build {', '.join(config.precisions)} for {backend}")
-    options = BuildOptions(calib=calib, calib_size=config.calib_size, quant=QuantOptions(method=config.calib_method))
+    budget = budget_options(config.int8_max_miou_drop, config.eval_data, config.eval_limit)
+    options = BuildOptions(calib=calib, calib_size=config.calib_size, quant=QuantOptions(method=config.calib_method),
+                           budget=budget)
     result = build_artifacts(directory, list(config.precisions), backend, options, step=step, warn=lambda _: None)
     manifest = Manifest.load(directory)
     manifest.data[PIPELINE_KEY]["builds"][backend] = {"key": key, "artifacts": [a["name"] for a in result.artifacts]}

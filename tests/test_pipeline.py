@@ -63,6 +63,32 @@ def test_yaml_config_with_user_model_and_relative_paths(cli, tmp_path):
     assert (tmp_path / "runs" / "tiny" / "manifest.json").is_file()
 
 
+def test_config_with_fused_export_and_int8_budget(tmp_path):
+    """Fusion flags reach the export, the INT8 budget reaches the build, and both are recorded."""
+    from segdeploy.manifest import Manifest
+    from segdeploy.pipeline import parse_config
+
+    demo = demo_config()
+    model = demo.models[0]
+    raw = {
+        "out": str(tmp_path / "runs"), "data": str(demo.calib), "split": "val", "calib": str(demo.calib), "calib_size": 8,
+        "precisions": ["int8"], "int8_max_miou_drop": 0.5, "eval_limit": 8, "bench": REDUCED,
+        "models": [{"name": "fused", "source": model.source, "num_classes": model.num_classes,
+                    "model_kwargs": model.model_kwargs, "weights": str(model.weights), "input_shape": model.input_shape,
+                    "classes": str(model.classes), "fuse_preprocess": True, "fuse_argmax": True}],
+    }
+    config = parse_config(raw, tmp_path)
+    result = run_pipeline(config)
+    rows = {r["artifact"]: r for r in result.rows}
+    assert set(rows) == {"pytorch", "onnx-fp32", "onnx-int8-ort"}
+    assert rows["onnx-fp32"]["pixel_agreement"] >= 99.9  # the fused graph reproduces the unfused PyTorch model
+    manifest = Manifest.load(tmp_path / "runs" / "fused")
+    assert manifest.data["fused"] == {"preprocess": True, "argmax": True}
+    record = manifest.artifact("onnx-int8-ort")["mixed_precision"]
+    assert record["budget_miou_drop"] == 0.5 and record["final"]["drop"] <= 0.5
+    assert run_pipeline(config).reused == ["fused: export", "fused: build onnxruntime"]
+
+
 @pytest.mark.parametrize(
     "text, message",
     [
@@ -72,6 +98,8 @@ def test_yaml_config_with_user_model_and_relative_paths(cli, tmp_path):
         ("models: [{source: unet}]\nprecison: [fp16]", "unknown pipeline config key(s): precison"),
         ("models: [{source: unet}, {source: unet}]", "model names must be unique"),
         ("models: [unclosed", "is not valid YAML"),
+        ("models: [{source: unet}]\nint8_max_miou_drop: lots", "`int8_max_miou_drop` must be a number"),
+        ("models: [{source: unet}]\neval_limit: 8", "only apply with --max-miou-drop"),
     ],
 )
 def test_bad_configs(cli, tmp_path, text, message):

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from segdeploy.errors import SegdeployError, UsageError
+from segdeploy.evaluate import class_maps
+from segdeploy.graph_spec import GraphSpec
 from segdeploy.metrics import ConfusionMatrix, scores_from_counts
 from segdeploy.preprocess import Preprocess
 
@@ -24,28 +26,9 @@ BOOTSTRAP_RESAMPLES = 200
 BOOTSTRAP_SEED = 0
 
 
-def output_class_maps(output: np.ndarray, geometries, input_hw, num_classes: int, kind: str = "logits") -> list[np.ndarray]:
-    """A graph's first output → one class map per image at its label size.
-
-    The one place that decides how an output becomes classes: NCHW logits are argmaxed
-    (`evaluate.class_maps`); a graph that already outputs class indices (`kind == "labels"`,
-    N×H×W or N×1×H×W integers) is only restored to each image's size.
-    """
-    from segdeploy.evaluate import class_maps
-
-    if kind != "labels":
-        return class_maps(output, geometries, input_hw, num_classes)
-    maps = np.asarray(output)
-    if maps.ndim == 4 and maps.shape[1] == 1:
-        maps = maps[:, 0]
-    if maps.ndim != 3 or maps.shape[0] != len(geometries):
-        raise SegdeployError(f"expected N x H x W class maps for {len(geometries)} images, got shape {maps.shape}")
-    return [Preprocess.restore(m.astype(np.int64), g) for m, g in zip(maps, geometries)]
-
-
 @dataclass
 class EvalBatch:
-    inputs: np.ndarray
+    inputs: np.ndarray  # what the graph takes (GraphSpec): NCHW float32, or NHWC uint8 when preprocessing is fused
     geometries: list
     labels: list
 
@@ -62,9 +45,8 @@ class EvalSet:
         self.warning = warning
         self.num_classes = int(manifest.data["model"]["num_classes"])
         self.ignore_index = ignore_index
-        self.input_name = manifest.data["input"]["name"]
-        self.input_hw = tuple(int(v) for v in manifest.data["input"]["shape"][2:])
-        self.output_kind = manifest.data.get("output", {}).get("kind", "logits")
+        spec = GraphSpec.of(manifest)
+        self.input_name, self.input_hw = spec.input_name, spec.input_hw
         self._reference_miou: float | None = None
         self._reference_maps: list[np.ndarray] | None = None
         self._reference_counts: np.ndarray | None = None
@@ -108,7 +90,7 @@ class EvalSet:
         with OrtRunner(graph) as runner:
             for batch in self.batches:
                 output = next(iter(runner.infer({self.input_name: batch.inputs}).values()))
-                maps += output_class_maps(output, batch.geometries, self.input_hw, self.num_classes, self.output_kind)
+                maps += class_maps(output, batch.geometries, self.input_hw, self.num_classes)  # logits or labels
         return maps
 
     def reference(self, fp32: Path) -> float:
@@ -171,13 +153,13 @@ def _check_class_count(dataset, manifest, path) -> None:
 def _preprocess(dataset, manifest, limit: int | None) -> list[EvalBatch]:
     from segdeploy.data import iter_batches
 
-    shape = manifest.data["input"]["shape"]
-    dynamic = "batch" in manifest.data["input"].get("dynamic_axes", [])
-    size = 4 if dynamic else int(shape[0])
+    spec = GraphSpec.of(manifest)
+    size = 4 if spec.batch_dynamic else spec.batch
     preprocess = Preprocess.from_dict(manifest.data["preprocess"])
     count = min(len(dataset), limit or len(dataset))
     count -= count % size  # a static batch needs whole batches
     if count == 0:
         raise SegdeployError(f"the model takes batches of {size} images but the evaluation set has {len(dataset)}")
-    return [EvalBatch(b.inputs.astype(np.float32, copy=False), b.geometries, b.labels)
-            for b in iter_batches(dataset, preprocess, shape[2:], size, limit=count)]
+    return [EvalBatch(spec.graph_input(b.canvases, preprocess) if spec.fused_preprocess else b.inputs.astype(np.float32, copy=False),
+                      b.geometries, b.labels)
+            for b in iter_batches(dataset, preprocess, spec.input_hw, size, limit=count)]

@@ -147,3 +147,24 @@ def test_labelled_default_eval_set_reproduces_the_demo_models_val_miou(tmp_path)
     assert "val split" in record["eval"]["description"]
     assert abs(record["fp32_miou"] - demo["val_miou"]) < 0.05
     assert record["final"]["drop"] <= 0.5
+
+
+def test_budget_search_on_a_fused_export(outlier_images, tmp_path):
+    """uint8 NHWC in, class map out: the search feeds canvases and scores class maps directly."""
+    from pathlib import Path
+
+    from segdeploy.export import ExportRequest, export_model
+    from segdeploy.export.fused import Fusion
+
+    source = f"{Path(__file__).with_name('outlier_model.py')}:OutlierNet"
+    out = tmp_path / "fused"
+    export_model(ExportRequest(source=source, out_dir=out, num_classes=3, input_shape=(1, 3, 64, 96),
+                               fusion=Fusion(True, True)))
+    result = build(out, outlier_images, "--max-miou-drop", BUDGET)
+    assert result.exit_code == 0, result.output
+    record = _record(out)
+    assert record["naive"]["drop"] > float(BUDGET) >= record["final"]["drop"]
+    assert 0 < len(record["kept_float"]) < record["quantized_nodes"]
+    graph = onnx.load(str(out / "model.int8-ort.onnx")).graph
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.INT32
