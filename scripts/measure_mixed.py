@@ -12,7 +12,10 @@ naive ΔmIoU, the mixed graph's ΔmIoU, the layers kept in float and onnxruntime
 * camvid — ../shared/models/camvid_lraspp_mbv3.pth, 240x320, calibrated on 100 CamVid train
   frames, evaluated on the first --camvid-limit val frames (labels);
 * demo — calib/demo (U-Net width 0.125, 96x128), calibrated on calib/, evaluated on calib/'s val split;
-* aspp — a checkpoint trained with scripts/train.py on calib/ (see --aspp-weights).
+* aspp — a checkpoint trained with scripts/train.py on calib/ (see --aspp-weights):
+  `--model aspp --model-kwargs '{"width": 0.5}' --input 96x128 --epochs 25`;
+* segnet — likewise (see --segnet-weights):
+  `--model segnet --model-kwargs '{"width": 0.25}' --input 96x128 --epochs 25 --threads 2`.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ def models(args) -> dict:
                      kwargs={"width": 0.125}, classes=calib / "classes.json", calib=calib, eval=None, limit=None),
         "aspp": dict(source="aspp", weights=Path(args.aspp_weights), num_classes=6, shape=(1, 3, 96, 128),
                      kwargs={"width": 0.5}, classes=calib / "classes.json", calib=calib, eval=None, limit=None),
+        "segnet": dict(source="segnet", weights=Path(args.segnet_weights), num_classes=6, shape=(1, 3, 96, 128),
+                       kwargs={"width": 0.25}, classes=calib / "classes.json", calib=calib, eval=None, limit=None),
     }
 
 
@@ -125,8 +130,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/segdeploy-mixed"))
     parser.add_argument("--budgets", default="0.5,0.1")
-    parser.add_argument("--only", default="demo,aspp,camvid")
+    parser.add_argument("--only", default="demo,aspp,segnet,camvid")
     parser.add_argument("--aspp-weights", default="/work/runs/aspp/best.pth")
+    parser.add_argument("--segnet-weights", default="/work/runs/segnet/best.pth")
     parser.add_argument("--camvid-limit", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1, help="torch threads for export")
     args = parser.parse_args(argv)

@@ -30,10 +30,10 @@ def convert_fp16(model: onnx.ModelProto, block_ops: list[str], block_nodes: Iter
     """Float16 copy of `model`; float32 graph inputs/outputs are kept so callers feed FP32."""
     from onnxconverter_common import float16
 
-    from segdeploy.precision.fused import fused_nodes
+    from segdeploy.precision.index_math import kept_fp32_nodes
 
     float_outputs = {o.name for o in model.graph.output if o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
-    block_nodes = [*block_nodes, *fused_nodes(model)]
+    block_nodes = [*block_nodes, *kept_fp32_nodes(model)]
     try:
         with warnings.catch_warnings():
             # Per-value "will be truncated" warnings: clamping tiny weights is the intended behaviour.
@@ -45,10 +45,49 @@ def convert_fp16(model: onnx.ModelProto, block_ops: list[str], block_nodes: Iter
                 node_block_list=list(block_nodes) or None,
                 disable_shape_infer=False,
             )
-            return _restore_float_outputs(converted, float_outputs)
+            return _restore_float_outputs(_drop_roundtrip_casts(converted), float_outputs)
     except Exception as exc:  # the converter raises ValueError/RuntimeError/KeyError on odd graphs
         raise SegdeployError(f"FP16 conversion failed: {' '.join(str(exc).split())[:300]}",
                              "keep the failing operator in FP32 with --fp16-block-ops") from None
+
+
+def _drop_roundtrip_casts(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Remove FP32 → FP16 → FP32 cast pairs: blocked nodes then pass FP32 straight to each other.
+
+    onnxconverter-common casts every blocked node's output to FP16 and back, even when the
+    next node is blocked too, so a chain kept in FP32 still rounds between its nodes: fatal
+    for index arithmetic (FP16 holds integers exactly only up to 2048). Removing a round trip
+    only removes a rounding.
+    """
+    graph = model.graph
+    casts = {n.output[0]: n for n in graph.node if n.op_type == "Cast"}
+    to = lambda node: next((a.i for a in node.attribute if a.name == "to"), None)  # noqa: E731
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    graph_outputs = {o.name for o in graph.output}
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*inferred.value_info, *inferred.input, *inferred.output]}
+    types.update({i.name: i.data_type for i in graph.initializer})
+    removed: set[int] = set()
+    rename: dict[str, str] = {}
+    for down in list(graph.node):
+        up = casts.get(down.input[0]) if down.op_type == "Cast" and to(down) == onnx.TensorProto.FLOAT else None
+        if up is None or to(up) != onnx.TensorProto.FLOAT16 or types.get(up.input[0]) != onnx.TensorProto.FLOAT:
+            continue
+        if down.output[0] in graph_outputs:
+            continue
+        rename[down.output[0]] = up.input[0]
+        removed.add(id(down))
+        if all(id(c) in removed for c in consumers.get(up.output[0], [])) and up.output[0] not in graph_outputs:
+            removed.add(id(up))
+    kept = [n for n in graph.node if id(n) not in removed]
+    for node in kept:
+        node.input[:] = [rename.get(i, i) for i in node.input]
+    del graph.node[:]
+    graph.node.extend(kept)
+    return model
 
 
 def _restore_float_outputs(model: onnx.ModelProto, names: set[str]) -> onnx.ModelProto:

@@ -23,7 +23,7 @@ import onnx
 
 from segdeploy.atomic import atomic_path
 from segdeploy.errors import SegdeployError, UsageError
-from segdeploy.precision.fused import fused_nodes
+from segdeploy.precision.index_math import kept_fp32_nodes
 
 QDQ_MIN_OPSET = 13
 PREPARE_VERSION = "prep-v1"  # bump when prepare_graph changes what it produces (invalidates caches)
@@ -206,7 +206,7 @@ def quantize_graph(
             reduce_range=target.reduce_range,
             activation_type=QuantType[target.activation_type],
             weight_type=QuantType[target.weight_type],
-            nodes_to_exclude=list(dict.fromkeys([*exclude_nodes, *fused_nodes(onnx.load(str(prepared)))])),
+            nodes_to_exclude=list(dict.fromkeys([*exclude_nodes, *kept_fp32_nodes(onnx.load(str(prepared)))])),
             calibrate_method=CalibrationMethod[METHODS[method]],
             extra_options=extra,
             calibration_cache_path=str(cache_path),
