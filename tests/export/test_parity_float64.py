@@ -95,7 +95,7 @@ def test_arbiter_rejects_a_wrong_graph(tmp_path, monkeypatch, wrong):
 
 
 def test_subtly_wrong_graph_of_a_well_conditioned_model_gets_no_slack(tmp_path):
-    """A bias off by 0.1 % of the logit range: float64 shows the model is well-conditioned
+    """A bias off by 0.3 % of the logit range (2e-3): float64 shows the model is well-conditioned
     (a 1e-5 input jitter moves it far less), so the float32-noise allowance stays closed."""
     model = PoolUnpoolNet().eval()
     wrong = PoolUnpoolNet().eval()
