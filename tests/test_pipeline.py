@@ -89,6 +89,20 @@ def test_config_with_fused_export_and_int8_budget(tmp_path):
     assert run_pipeline(config).reused == ["fused: export", "fused: build onnxruntime"]
 
 
+def test_config_with_best_calibration_method(tmp_path):
+    """`calib_method: best` reaches the build: three methods compared, one INT8 graph written."""
+    from segdeploy.manifest import Manifest
+
+    config = demo_config(tmp_path / "best")
+    config.backends, config.precisions, config.calib_size, config.calib_method = ["onnxruntime"], ["int8"], 8, "best"
+    config.bench = REDUCED
+    result = run_pipeline(config)
+    assert {r["artifact"] for r in result.rows} == {"pytorch", "onnx-fp32", "onnx-int8-ort"}
+    comparison = Manifest.load(tmp_path / "best" / "demo_unet").artifact("onnx-int8-ort")["calibration"]["comparison"]
+    assert [row["method"] for row in comparison["rows"]] == ["minmax", "entropy", "percentile"]
+    assert comparison["picked"] in ("minmax", "entropy", "percentile")
+
+
 @pytest.mark.parametrize(
     "text, message",
     [
