@@ -125,9 +125,16 @@ def test_full_width_segnet_passes_strict_parity(tmp_path):
     for check in parity["checks"]:
         if check["reference"] == "pytorch-float32":
             assert check["rel_error"] <= 1e-4 and check["argmax_agreement"] >= 0.999
-        elif check["rel_error"] > 1e-4 or check["argmax_agreement"] < 0.999:
-            # float64 decided: the graph is within the model's own float32 noise at that input
-            noise = check["float32_noise"]
-            assert check["float32_sensitive"] and noise["rel_error"] > 1e-4
-            assert check["rel_error"] <= 2 * noise["rel_error"]
-            assert 1 - check["argmax_agreement"] <= 2 * (1 - noise["argmax_agreement"])
+    # Independently of the proof's bookkeeping: the exported graph, on fresh inputs, against the
+    # model computed in float64 here. A wrong graph disagrees on far more than float32 near-ties.
+    from segdeploy.backends.onnxruntime import OrtRunner
+
+    exact = model.double().eval()
+    generator = torch.Generator().manual_seed(7)
+    with OrtRunner(tmp_path / "out" / "model.onnx") as runner:
+        for _ in range(2):
+            x = torch.randn(*shape, generator=generator)
+            with torch.no_grad():
+                expected = exact(x.double()).numpy().argmax(1)
+            got = runner.infer({"input": x.numpy()})["logits"].argmax(1)
+            assert (expected == got).mean() >= 0.995
