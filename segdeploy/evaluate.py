@@ -128,7 +128,9 @@ def _accumulate(result: PredictorResult, maps, labels, reference_maps) -> None:
 def class_maps(logits, geometries: Sequence[Geometry], input_hw: Sequence[int], num_classes: int) -> list[np.ndarray]:
     """N x C x h x w logits (or N x h x w class indices) → one class map per image at its original (label) size."""
     logits = _to_numpy(logits)
-    labels = logits.ndim == 3 and np.issubdtype(logits.dtype, np.integer)
+    from segdeploy.export.parity import is_labels
+
+    labels = is_labels(logits)
     if (logits.ndim != 4 and not labels) or logits.shape[0] != len(geometries):
         raise SegdeployError(f"expected N x C x H x W logits for {len(geometries)} images, got shape {logits.shape}")
     if not labels and logits.shape[1] != num_classes:
