@@ -65,15 +65,13 @@ def ort_latency(path: Path, shape, threads: int, warmup: int, iterations: int) -
 
 
 def eval_agreement(manifest: Manifest, folder: Path, size: int) -> dict:
-    from segdeploy.precision.calibration import reader_for, select_images
-    from segdeploy.precision.parity import graph_parity
+    from segdeploy.precision.calibration import batch_reader, select_images
+    from segdeploy.precision.drift import compare_graphs
 
-    chosen = select_images(folder, size)
-    reader = reader_for(manifest, chosen)
-    batches = [reader.load_batch(i) for i in range(len(reader))]
-    fp32 = manifest.verify("onnx-fp32")
-    return {name: graph_parity(fp32, manifest.verify(name), batches, str(folder))["argmax_agreement"]
-            for name in ("onnx-fp16", "onnx-int8-ort")}
+    batches = list(batch_reader(manifest, select_images(folder, size).images))
+    names = ("onnx-fp16", "onnx-int8-ort")
+    figures = compare_graphs(manifest, manifest.verify("onnx-fp32"), {n: manifest.verify(n) for n in names}, batches)
+    return {name: figures[name]["argmax_agreement"] for name in names}
 
 
 def default_calib() -> Path:

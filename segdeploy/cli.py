@@ -86,7 +86,7 @@ def export_command(
     from segdeploy.cli_render import export_summary
     from segdeploy.export import ExportRequest, export_model, parse_dynamic, parse_input_shape
     from segdeploy.export.fused import Fusion
-    from segdeploy.export.parity import ParityThresholds
+    from segdeploy.export.proof import ParityThresholds
     from segdeploy.models.loading import parse_model_kwargs
     from segdeploy.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 

@@ -150,7 +150,8 @@ def comparison_lines(comparison: dict) -> list[str]:
         seconds = f"(cached) {seconds}".strip() if row["reused_cache"] else seconds
         miou = row["agreement_miou"]
         mark = "  <- picked" if row["method"] == comparison["picked"] else ""
-        lines.append(f"    {row['method']:<11} {row['argmax_agreement']:>10.2%} {miou:>10.2%} {row['max_rel_error']:>10.2e} {seconds:>13}{mark}")
+        rel = "n/a" if row["max_rel_error"] is None else f"{row['max_rel_error']:.2e}"  # class maps: no logits
+        lines.append(f"    {row['method']:<11} {row['argmax_agreement']:>10.2%} {miou:>10.2%} {rel:>10} {seconds:>13}{mark}")
     return lines
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from segdeploy.backends.select import cannot_run_here, make_runner
 from segdeploy.errors import SegdeployError
+from segdeploy.evaluation.outputs import class_map_batch, is_class_map
 from segdeploy.graph_spec import GraphSpec
 from segdeploy.manifest import FILENAME, Manifest
 from segdeploy.preprocess import Preprocess
@@ -110,7 +111,10 @@ class Segmenter:
         start = time.perf_counter()
         batch, geometries = self._prepare(images, bgr)
         output = next(iter(self._runner.infer({self.input_name: batch}).values()))
-        results = [self._finish(o, g, probabilities) for o, g in zip(output, geometries)]
+        if not is_class_map(output) and output.shape[1] != self.num_classes:
+            raise SegdeployError(f"the artifact outputs {output.shape[1]} channels, the manifest says {self.num_classes} classes")
+        maps = class_map_batch(output)  # logits → argmax over classes; a fused argmax's class map as is
+        results = [self._finish(m, o, g, probabilities) for m, o, g in zip(maps, output, geometries)]
         self.last_latency_ms = (time.perf_counter() - start) * 1000
         return results
 
@@ -131,17 +135,12 @@ class Segmenter:
             geometries.append(geometry)
         return self._buffer, geometries
 
-    def _finish(self, output: np.ndarray, geometry, probabilities: bool):
-        if self.spec.labels:  # fused argmax: the graph's class map, H×W
-            return Preprocess.restore(output, geometry).astype(np.uint8 if self.num_classes <= 256 else np.int32)
-        logits = output
-        if logits.shape[0] != self.num_classes:
-            raise SegdeployError(f"the artifact outputs {logits.shape[0]} channels, the manifest says {self.num_classes} classes")
-        class_map = Preprocess.restore(logits.argmax(axis=0), geometry)
-        class_map = class_map.astype(np.uint8 if self.num_classes <= 256 else np.int32)
+    def _finish(self, class_map: np.ndarray, output: np.ndarray, geometry, probabilities: bool):
+        """One image: its class map at the image's size (uint8 when the classes fit) [, probabilities]."""
+        class_map = Preprocess.restore(class_map, geometry).astype(np.uint8 if self.num_classes <= 256 else np.int32)
         if not probabilities:
             return class_map
-        return class_map, _probabilities_at(logits, geometry)
+        return class_map, _probabilities_at(output, geometry)
 
 
 def _probabilities_at(logits: np.ndarray, geometry) -> np.ndarray:

@@ -4,7 +4,7 @@ Small and reproducible rather than state of the art: the whole training split is
 preprocessed once into memory (the shared `Preprocess`, so training, calibration and
 evaluation see identical inputs), augmented with horizontal flips, trained with AdamW
 and a one-cycle schedule, validated every epoch at label resolution with
-`segdeploy.evaluate`.
+the evaluation engine (`segdeploy.evaluation`).
 
 The output folder holds:
 
@@ -133,9 +133,11 @@ def _prepare(config: TrainConfig):
 
 
 def _validate(model, val_set: Dataset, preprocess: Preprocess, input_hw):
-    from segdeploy.evaluate import evaluate, torch_predictor
+    from segdeploy.backends.torch import TorchRunner
+    from segdeploy.evaluation.engine import evaluate_dataset, runner_predictor
 
-    return evaluate(torch_predictor(model), val_set, preprocess, input_hw, batch_size=16).results["model"].scores
+    with TorchRunner(model) as runner:
+        return evaluate_dataset(runner_predictor(runner), val_set, preprocess, input_hw, batch_size=16)["model"].scores
 
 
 def _record_epoch(state: dict, epoch: int, loss: float, scores, model, out: Path, names) -> None:

@@ -37,14 +37,16 @@ def _readme_figures() -> dict:
 @pytest.fixture(scope="module")
 def camvid_result():
     from segdeploy.data import open_dataset
-    from segdeploy.evaluate import evaluate, torch_predictor
+    from segdeploy.backends.torch import TorchRunner
+    from segdeploy.evaluation.engine import evaluate_dataset, runner_predictor
     from segdeploy.models.loading import load_model
     from segdeploy.preprocess import Preprocess
 
     dataset = open_dataset(CAMVID, split="val")
     model = load_model("lraspp_mobilenet_v3_large", num_classes=11, weights=MODEL).module
     # The README's protocol: RGB, stretched to 320x240, ImageNet mean/std on 0-255 values.
-    result = evaluate(torch_predictor(model), dataset, Preprocess(), (240, 320), batch_size=8)
+    with TorchRunner(model) as runner:
+        result = evaluate_dataset(runner_predictor(runner), dataset, Preprocess(), (240, 320), batch_size=8)
     return dataset, result
 
 

@@ -20,7 +20,9 @@ from segdeploy.bench.latency import summarize, time_interleaved
 from segdeploy.bench.targets import REFERENCE, Target, select_targets
 from segdeploy.classes import ClassInfo
 from segdeploy.errors import SegdeployError, UsageError
-from segdeploy.evaluate import class_maps, takes_canvases
+from segdeploy.evaluation.batches import BatchReader
+from segdeploy.evaluation.engine import graph_predictor
+from segdeploy.evaluation.outputs import class_map_batch, class_maps
 from segdeploy.graph_spec import GraphSpec
 from segdeploy.manifest import Manifest, now_iso
 from segdeploy.preprocess import Preprocess
@@ -83,7 +85,7 @@ def run_bench(deploy_dir, options: BenchOptions, step: Callable[[str], None] = l
     everything = [reference, *targets]
     with contextlib.ExitStack() as stack:
         runners = {t.name: stack.enter_context(_opened(t, step)) for t in everything}
-        predictors = {t.name: _predictor(runners[t.name], specs[t.name]) for t in everything}
+        predictors = {t.name: graph_predictor(runners[t.name], specs[t.name]) for t in everything}
         step(f"accuracy: {len(everything)} targets over {min(len(dataset), options.limit or len(dataset))} images")
         accuracy = measure_accuracy(predictors, REFERENCE, dataset, preprocess, graph.input_hw,
                                     num_classes=manifest.data["model"]["num_classes"], batch_size=eval_batch,
@@ -155,14 +157,6 @@ def _opened(target: Target, step):
         yield runner
 
 
-def _predictor(runner, spec: GraphSpec):
-    def predict(batch: np.ndarray) -> np.ndarray:
-        outputs = runner.infer({spec.input_name: batch})
-        return next(iter(outputs.values()))
-
-    return takes_canvases(predict) if spec.fused_preprocess else predict
-
-
 def _latency(runners: dict, specs: dict[str, GraphSpec], dataset, preprocess: Preprocess, options: BenchOptions) -> dict:
     """Pure inference (a preprocessed batch) and end to end (decoded image → class map at image size),
     every target timed in interleaved rounds (see `time_interleaved`). End to end includes only the
@@ -177,7 +171,7 @@ def _latency(runners: dict, specs: dict[str, GraphSpec], dataset, preprocess: Pr
         def call() -> None:
             canvases = np.stack([preprocess.resize_image(image, hw)[0] for _ in range(options.batch)])
             output = next(iter(runner.infer({spec.input_name: spec.graph_input(canvases, preprocess)}).values()))
-            for class_map in spec.class_map_batch(output):
+            for class_map in class_map_batch(output):
                 Preprocess.restore(class_map, geometry)
         return call
 
@@ -207,12 +201,9 @@ def device_breakdown(timings: list[dict], batch: int) -> dict:
 
 def _examples(predictors, dataset, preprocess: Preprocess, input_hw, manifest: Manifest) -> dict:
     sample = dataset[0]
-    canvas, geometry = preprocess.resize_image(sample.image, input_hw)
-    tensor = preprocess.normalize(canvas)
+    batch = BatchReader(dataset, preprocess, input_hw, 1, limit=1)[0]
     n = manifest.data["model"]["num_classes"]
-    maps = {name: class_maps(fn(canvas[None] if getattr(fn, "takes_canvases", False) else tensor[None]), [geometry],
-                             input_hw, n)[0]
-            for name, fn in predictors.items()}
+    maps = {name: class_maps(predict(batch), batch.geometries, input_hw, n)[0] for name, predict in predictors.items()}
     return {"stem": sample.stem, "image": sample.image, "label": sample.label, "maps": maps,
             "palette": manifest.data["classes"]["palette"]}
 

@@ -76,7 +76,7 @@ def _artifact_target(manifest: Manifest, name: str, entry: dict, threads: int | 
 
 def reference_target(manifest: Manifest, threads: int | None) -> Target:
     """PyTorch eager, rebuilt from what the manifest recorded (source, kwargs, weights)."""
-    from segdeploy.backends.torch import TorchRunner
+    from segdeploy.backends.torch import TorchRunner, reference_module
 
     spec = GraphSpec.of(manifest).unfused()  # the reference is the plain model, even for a fused export
 
@@ -85,21 +85,3 @@ def reference_target(manifest: Manifest, threads: int | None) -> Target:
                            threads=threads)
 
     return Target(REFERENCE, "torch", "fp32", open_reference)
-
-
-def reference_module(manifest: Manifest):
-    """The exported model as PyTorch eager (one logits output), refusing weights that differ from the export's."""
-    from segdeploy.export.wrapper import LogitsModel
-    from segdeploy.models.loading import load_model, weights_fingerprint
-
-    record = manifest.data["model"]
-    loaded = load_model(record["source"], model_kwargs=record.get("model_kwargs") or {},
-                        num_classes=record.get("num_classes_arg"), weights=record.get("weights"))
-    recorded = record.get("weights_fingerprint")
-    if recorded and weights_fingerprint(loaded.module) != recorded:
-        raise SegdeployError(
-            "cannot rebuild the PyTorch reference: its weights differ from those exported "
-            "(checkpoint changed, or random initialisation under another torch version)",
-            "re-export with --weights, or bench with the same checkpoint",
-        )
-    return LogitsModel(loaded.module, upsample=bool(record.get("upsampled_output"))).eval()

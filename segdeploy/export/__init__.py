@@ -21,7 +21,7 @@ from segdeploy.classes import ClassInfo, load_classes
 from segdeploy.errors import ExportError, SegdeployError, UsageError
 from segdeploy.export.fused import LABELS_NAME, Fusion, check_channels, fuse, graph_shape, sample_input
 from segdeploy.export.onnx_export import DYNAMIC_AXES, INPUT_NAME, OUTPUT_NAME, torch_to_onnx
-from segdeploy.export.parity import ParityThresholds, prove_parity
+from segdeploy.export.proof import ParityThresholds, prove_parity
 from segdeploy.export.rewrites import rewrite_export_blockers
 from segdeploy.export.simplify import graph_io, infer_shapes, simplify
 from segdeploy.export.wrapper import wrap_for_export

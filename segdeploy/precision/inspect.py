@@ -83,7 +83,7 @@ def _batches(manifest: Manifest, name: str, data: Path | None, count: int):
         raise SegdeployError(f"image folder not found: {folder}", "pass --data DIR with a few representative images")
     chosen = select_images(folder, count, warn=lambda _: None)
     reader = reader_for(manifest, chosen)
-    return [reader.load_batch(i) for i in range(len(reader))], f"{len(reader)} batch(es) of images from {folder}"
+    return [reader.feed(i) for i in range(len(reader))], f"{len(reader)} batch(es) of images from {folder}"
 
 
 def write_plot(rows: list[dict], path: Path, title: str) -> Path:

@@ -31,8 +31,8 @@ from typing import Callable
 import onnx
 
 from segdeploy.errors import SegdeployError, UsageError
+from segdeploy.precision.drift import FP32, check_batches
 from segdeploy.precision.evalset import EvalSet
-from segdeploy.precision.graphs import parity_batches
 from segdeploy.precision.qdq_edit import keep_float, quantized_nodes
 from segdeploy.precision.sensitivity import rank_nodes
 
@@ -69,7 +69,7 @@ def check_budget(options: BudgetOptions | None, precisions: list[str]) -> None:
 def make_within_budget(maker, target: str, options: BudgetOptions, step: Callable[[str], None], warn) -> str:
     """Build and record the INT8 graph for `target` that meets the budget; returns its artifact name."""
     manifest = maker.manifest
-    fp32_path = manifest.verify("onnx-fp32")
+    fp32_path = manifest.verify(FP32)
     step("preparing the evaluation set")
     evalset = EvalSet.open(manifest, options.eval_data, options.eval_limit, maker.calib.folder)
     if evalset.warning:
@@ -77,7 +77,7 @@ def make_within_budget(maker, target: str, options: BudgetOptions, step: Callabl
     with tempfile.TemporaryDirectory(prefix="segdeploy-mixed-") as scratch:
         naive_path = Path(scratch) / "naive.onnx"
         step(f"quantizing the whole graph (naive INT8, {target})")
-        maker.quantize_to(target, naive_path)
+        maker.quantize(target, naive_path)
         step(f"evaluating FP32 and naive INT8 on {evalset.description}")
         reference = evalset.reference(fp32_path)
         naive_miou, naive_drop, noise = evalset.drop_with_noise(naive_path)
@@ -86,8 +86,8 @@ def make_within_budget(maker, target: str, options: BudgetOptions, step: Callabl
         kept, ranking, final_miou, final_drop = [], [], naive_miou, naive_drop
         if naive_drop > options.max_miou_drop:
             step("ranking quantized layers by sensitivity (leave-one-out on calibration batches)")
-            batches, _ = parity_batches(manifest, maker.calib)
-            ranking = rank_nodes(search.fp32, search.naive, batches)
+            batches, _ = check_batches(manifest, maker.calib)
+            ranking = rank_nodes(search.fp32, search.naive, [evalset.spec.feed(b) for b in batches])
             kept, best = search.smallest_prefix([r["node"] for r in ranking], step)
             kept, best = search.prune(kept, best, step)
             final_miou, final_drop = best["miou"], best["drop"]
@@ -194,14 +194,14 @@ class _Search:
         graphs = {"fp32": fp32, "naive_int8": naive}
         if kept:
             graphs["mixed_int8"] = self.graph(kept)
-        feed = {self.evalset.input_name: self.evalset.batches[0].inputs}
+        feed = self.evalset.feed(0)
         with contextlib.ExitStack() as stack:
             runners = {name: stack.enter_context(OrtRunner(path)) for name, path in graphs.items()}
             samples = time_interleaved({n: (lambda r=r: r.infer(feed)) for n, r in runners.items()}, rounds=3, warmup=3,
                                        iterations=self.options.latency_iterations)
         out = {name: round(summarize(s).median, 3) for name, s in samples.items()}
         out.setdefault("mixed_int8", None)  # nothing kept in float: the naive graph is the artifact
-        out.update({"batch": int(feed[self.evalset.input_name].shape[0]), "iterations": self.options.latency_iterations,
+        out.update({"batch": self.evalset.batches[0].size, "iterations": self.options.latency_iterations,
                     "provider": "CPUExecutionProvider"})
         return out
 

@@ -9,7 +9,9 @@ from PIL import Image
 from segdeploy.errors import SegdeployError, UsageError
 from segdeploy.manifest import Manifest
 from segdeploy.precision import calibration
-from segdeploy.precision.calibration import ImageBatchReader, check_readable, reader_for, select_images
+from segdeploy.evaluation.batches import BatchReader
+from segdeploy.graph_spec import GraphSpec
+from segdeploy.precision.calibration import CalibrationReader, GraphFeeds, check_readable, reader_for, select_images
 from segdeploy.preprocess import Preprocess
 
 from build_helpers import write_images
@@ -69,6 +71,11 @@ def test_fingerprint_changes_with_image_bytes(tmp_path):
     assert select_images(folder, 2).fingerprint() != before
 
 
+def _reader(images, preprocess, name, batch, hw, on_batch=None):
+    spec = GraphSpec(name, (batch, 3, *hw), "NCHW", "float32", "logits", "logits", "float32")
+    return CalibrationReader(GraphFeeds(BatchReader(images, preprocess, hw, batch, whole_batches=True), spec), on_batch)
+
+
 def test_reader_applies_the_manifest_preprocessing(tmp_path):
     folder = tmp_path / "c"
     folder.mkdir()
@@ -76,7 +83,7 @@ def test_reader_applies_the_manifest_preprocessing(tmp_path):
     pixels[..., 0], pixels[..., 1], pixels[..., 2] = 10, 200, 30
     Image.fromarray(pixels).save(folder / "a.png")
     pre = Preprocess(mean=(1.0, 2.0, 3.0), std=(2.0, 4.0, 5.0), channel_order="BGR")
-    reader = ImageBatchReader((folder / "a.png",), pre, input_name="x", batch=1, input_hw=(96, 160))
+    reader = _reader((folder / "a.png",), pre, "x", 1, (96, 160))
     batch = reader.get_next()
     assert set(batch) == {"x"} and batch["x"].shape == (1, 3, 96, 160) and batch["x"].dtype == np.float32
     # BGR order: channel 0 is blue (30): (30 - 1) / 2
@@ -88,8 +95,7 @@ def test_reader_batches_progress_and_ranges(tmp_path):
     folder = write_images(tmp_path / "c", 5)
     seen = []
     chosen = select_images(folder, 5)
-    reader = ImageBatchReader(chosen.images, Preprocess(), input_name="input", batch=2, input_hw=(32, 48),
-                              on_batch=lambda d, t: seen.append((d, t)))
+    reader = _reader(chosen.images, Preprocess(), "input", 2, (32, 48), on_batch=lambda d, t: seen.append((d, t)))
     assert len(reader) == 2  # 5 images in batches of 2: the odd one is not used
     reader.set_range(1, 2)
     assert reader.get_next()["input"].shape == (2, 3, 32, 48)

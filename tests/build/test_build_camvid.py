@@ -8,8 +8,8 @@ import pytest
 
 from segdeploy.build import BuildOptions, build_artifacts
 from segdeploy.manifest import Manifest
-from segdeploy.precision.calibration import reader_for, select_images
-from segdeploy.precision.parity import graph_parity
+from segdeploy.precision.calibration import batch_reader, select_images
+from segdeploy.precision.drift import compare_graphs
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 CAMVID = SHARED / "camvid"
@@ -33,10 +33,10 @@ def test_int8_from_camvid_frames_agrees_with_fp32_on_val(tmp_path):
     assert [a["name"] for a in result.artifacts] == ["onnx-fp16", "onnx-int8-ort"]
     manifest = Manifest.load(directory)
     val = select_images(CAMVID / "val", 8)
-    batches = [reader_for(manifest, val).load_batch(i) for i in range(8)]
-    fp32 = manifest.verify("onnx-fp32")
-    fp16 = graph_parity(fp32, manifest.verify("onnx-fp16"), batches, "8 CamVid val frames")
-    int8 = graph_parity(fp32, manifest.verify("onnx-int8-ort"), batches, "8 CamVid val frames")
+    batches = list(batch_reader(manifest, val.images))
+    figures = compare_graphs(manifest, manifest.verify("onnx-fp32"),
+                             {n: manifest.verify(n) for n in ("onnx-fp16", "onnx-int8-ort")}, batches)
+    fp16, int8 = figures["onnx-fp16"], figures["onnx-int8-ort"]
     # A trained model on real frames: FP16 is near-exact, INT8 drifts a little but not a lot.
     assert fp16["min_argmax_agreement"] > 0.995, fp16
     assert int8["argmax_agreement"] > 0.95, int8

@@ -186,13 +186,13 @@ def test_failure_mid_build_leaves_no_file_and_earlier_artifacts_recorded(deploy,
     directory = deploy("static")
     calls = []
 
-    def flaky(reference, candidate, batches, inputs):
+    def flaky(manifest, candidate, batches, inputs):
         calls.append(candidate)
         if len(calls) == 2:  # FP16 measured fine; fail while measuring INT8
             raise SegdeployError("simulated failure")
         return {"argmax_agreement": 1.0, "inputs": inputs, "batches": 0}
 
-    monkeypatch.setattr(graphs, "graph_parity", flaky)
+    monkeypatch.setattr(graphs, "graph_drift", flaky)
     result = build(directory, "-p", "fp16", "-p", "int8", "--calib", calib_dir, "--calib-size", "4")
     _assert_one_line_error(result, "simulated failure")
     manifest = Manifest.load(directory)

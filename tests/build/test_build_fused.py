@@ -56,7 +56,7 @@ def _io_types(path):
 def test_calibration_reader_feeds_uint8_canvases(fused_deploy, calib_dir):
     directory = fused_deploy("both")
     calib = select_images(calib_dir, 3)
-    batch = reader_for(Manifest.load(directory), calib).load_batch(0)["input"]
+    batch = reader_for(Manifest.load(directory), calib).get_next()["input"]
     assert batch.dtype == np.uint8 and batch.shape == (1, H, W, 3)
     canvas, _ = Preprocess().resize_image(load_rgb(calib.images[0]), (H, W))
     assert np.array_equal(batch[0], canvas)

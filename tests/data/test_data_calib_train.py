@@ -68,7 +68,8 @@ def test_shipped_calib_matches_its_generator(tmp_path):
 
 @pytest.mark.skipif(not (DEMO / "model.json").is_file(), reason="demo model not trained yet (scripts/train.py --demo)")
 def test_demo_model_reproduces_its_recorded_val_miou():
-    from segdeploy.evaluate import evaluate, torch_predictor
+    from segdeploy.backends.torch import TorchRunner
+    from segdeploy.evaluation.engine import evaluate_dataset, runner_predictor
     from segdeploy.models.loading import load_model
     from segdeploy.preprocess import Preprocess
 
@@ -77,7 +78,9 @@ def test_demo_model_reproduces_its_recorded_val_miou():
     model = load_model(meta["architecture"], num_classes=meta["num_classes"], model_kwargs=meta["model_kwargs"],
                        weights=DEMO / meta["weights"]).module  # fmt: skip
     _, _, h, w = meta["input_shape"]
-    result = evaluate(torch_predictor(model), open_dataset(CALIB, split="val"), Preprocess.from_dict(meta["preprocess"]), (h, w))
+    with TorchRunner(model) as runner:
+        result = evaluate_dataset(runner_predictor(runner), open_dataset(CALIB, split="val"),
+                                  Preprocess.from_dict(meta["preprocess"]), (h, w))
     miou = result.results["model"].scores.miou * 100
     assert miou == pytest.approx(meta["val_miou"], abs=0.01)
     assert 30 < miou < 99  # meaningful but imperfect

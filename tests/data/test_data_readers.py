@@ -9,9 +9,8 @@ import pytest
 from PIL import Image
 
 from segdeploy.classes import default_palette
-from segdeploy.data import detect_format, find_images, iter_batches, open_dataset
+from segdeploy.data import detect_format, find_images, open_dataset
 from segdeploy.errors import SegdeployError
-from segdeploy.preprocess import Preprocess
 
 H, W = 30, 40
 
@@ -182,19 +181,6 @@ def test_image_only_folder(tmp_path):
 def test_labels_false_reads_images_only(tmp_path):
     dataset = open_dataset(_canonical(tmp_path / "set"), labels=False)
     assert len(dataset) == 3 and not dataset.has_labels and dataset[0].label is None
-
-
-def test_iter_batches(tmp_path):
-    dataset = open_dataset(_canonical(tmp_path / "set", n=5))
-    batches = list(iter_batches(dataset, Preprocess(resize="letterbox"), (32, 64), batch_size=2))
-    assert [b.inputs.shape for b in batches] == [(2, 3, 32, 64), (2, 3, 32, 64), (1, 3, 32, 64)]
-    assert batches[0].inputs.dtype == np.float32
-    assert batches[2].stems == ["frame_4"] and batches[2].labels[0].shape == (H, W)
-    # 30x40 into 32x64 keeping aspect: ratio min(32/30, 64/40) = 1.0667 -> 32 x 43
-    assert batches[0].geometries[0].content_hw == (32, 43)
-    assert sum(len(b.stems) for b in iter_batches(dataset, Preprocess(), (32, 64), 4, limit=3)) == 3
-    with pytest.raises(SegdeployError, match="batch size"):
-        next(iter_batches(dataset, Preprocess(), (32, 64), 0))
 
 
 def test_unknown_format(tmp_path):

@@ -12,7 +12,7 @@ import torch
 
 from zoo_support import NUM_CLASSES, TINY, input_size, zoo_names
 from segdeploy.export import ExportRequest, export_model
-from segdeploy.export.parity import ParityThresholds
+from segdeploy.export.proof import ParityThresholds
 from segdeploy.export.rewrites import export_rewrites
 from segdeploy.models import get_spec
 

@@ -1,4 +1,5 @@
-"""Evaluation at label resolution with several predictors and agreement against a reference."""
+"""The evaluation engine: label resolution, several predictors, agreement against a reference,
+per-image counts; and `class_maps`."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from PIL import Image
 
 from segdeploy.data import open_dataset
 from segdeploy.errors import SegdeployError
-from segdeploy.evaluate import class_maps, evaluate, torch_predictor
+from segdeploy.backends.torch import TorchRunner
+from segdeploy.evaluation.engine import Predictor, evaluate_dataset, runner_predictor
+from segdeploy.evaluation.outputs import class_maps
 from segdeploy.preprocess import Geometry, Preprocess
 
 PALETTE = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]], np.uint8)
@@ -35,19 +38,22 @@ def colour_set(tmp_path):
     return open_dataset(tmp_path)
 
 
-def colour_decoder(batch: np.ndarray) -> np.ndarray:
+def _colour_decoder(batch: np.ndarray) -> np.ndarray:
     """Logits = the RGB channels themselves (IDENTITY preprocessing keeps 0-255 values)."""
     return batch.copy()
 
 
-def constant_zero(batch: np.ndarray) -> np.ndarray:
+def _constant_zero(batch: np.ndarray) -> np.ndarray:
     logits = np.zeros_like(batch)
     logits[:, 0] = 1
     return logits
 
 
+colour_decoder, constant_zero = Predictor(_colour_decoder), Predictor(_constant_zero)
+
+
 def test_perfect_predictor_at_label_resolution(colour_set):
-    result = evaluate(colour_decoder, colour_set, IDENTITY, (36, 50), batch_size=2)
+    result = evaluate_dataset(colour_decoder, colour_set, IDENTITY, (36, 50), batch_size=2)
     scores = result.results["model"].scores
     assert result.images == 5
     assert scores.miou == 1.0 and scores.pixel_accuracy == 1.0
@@ -55,9 +61,10 @@ def test_perfect_predictor_at_label_resolution(colour_set):
 
 
 def test_reference_and_agreement(colour_set):
-    result = evaluate({"ref": colour_decoder, "zero": constant_zero}, colour_set, IDENTITY, (48, 64), batch_size=3)
+    result = evaluate_dataset({"ref": colour_decoder, "zero": constant_zero}, colour_set, IDENTITY, (48, 64), batch_size=3,
+                              reference="ref")
     ref, zero = result.results["ref"], result.results["zero"]
-    assert ref.agreement is None and zero.agreement is not None
+    assert ref.agreement() is None and zero.agreement() is not None
     # independent count: fraction of the reference's predicted pixels that are class 0
     maps = []
     for sample in colour_set:
@@ -82,19 +89,20 @@ def test_class_maps_low_resolution_logits_and_errors():
         class_maps(logits[0], [Geometry((30, 40), (24, 32))], (24, 32), 3)
 
 
-def test_torch_predictor_handles_dict_outputs(colour_set):
+def test_torch_runner_predicts_from_dict_outputs(colour_set):
     import torch
 
     class DictModel(torch.nn.Module):
         def forward(self, x):
             return {"out": x * 2, "aux": x}
 
-    result = evaluate(torch_predictor(DictModel()), colour_set, IDENTITY, (36, 50))
+    with TorchRunner(DictModel()) as runner:
+        result = evaluate_dataset(runner_predictor(runner), colour_set, IDENTITY, (36, 50))
     assert result.results["model"].scores.miou == 1.0
 
 
 def test_unlabelled_dataset_gives_agreement_only(colour_set):
     images = open_dataset(colour_set.root, labels=False)
-    result = evaluate({"a": colour_decoder, "b": colour_decoder}, images, IDENTITY, (36, 50))
-    assert result.results["a"].matrix is None
+    result = evaluate_dataset({"a": colour_decoder, "b": colour_decoder}, images, IDENTITY, (36, 50), reference="a")
+    assert result.results["a"].vs_labels is None
     assert result.to_dict()["predictors"]["b"]["pixel_agreement"] == 100.0

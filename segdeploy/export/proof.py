@@ -1,4 +1,4 @@
-"""The parity proof: the exported graph, run in onnxruntime, must reproduce PyTorch.
+"""The parity proof of an export: the graph, run in onnxruntime, must reproduce PyTorch.
 
 Float64 arbiter. Some models are *float32-sensitive*: a max-pool window whose two largest
 values differ by less than float32 rounding resolves either way, and SegNet's unpooling
@@ -30,47 +30,13 @@ import torch
 from torch import nn
 
 from segdeploy.errors import ParityError
+from segdeploy.evaluation.compare import compare_outputs, summarize
 
 
 @dataclass(frozen=True)
 class ParityThresholds:
     min_agreement: float = 0.999  # argmax agreement, fraction of pixels
     max_rel_error: float = 1e-3  # max abs error / range of the PyTorch logits
-
-
-LABELS_NOTE = "class maps (fused argmax): pixel agreement only, no logits to compare"
-
-
-def is_labels(output: np.ndarray) -> bool:
-    """An N×H×W integer class map (a fused-argmax graph's output), not N×C×H×W logits."""
-    return output.ndim == 3 and np.issubdtype(output.dtype, np.integer)
-
-
-def compare_outputs(reference: np.ndarray, candidate: np.ndarray) -> dict:
-    """`compare_logits`, or agreement only when both outputs are class maps."""
-    if is_labels(reference) or is_labels(candidate):
-        return compare_labels(reference, candidate)
-    return compare_logits(reference, candidate)
-
-
-def compare_labels(reference: np.ndarray, candidate: np.ndarray) -> dict:
-    """Pixel agreement of two class maps (a logits array is reduced to its argmax first)."""
-    ref = reference if is_labels(reference) else reference.argmax(axis=1)
-    cand = candidate if is_labels(candidate) else candidate.argmax(axis=1)
-    if ref.shape != cand.shape:
-        return {"shape_mismatch": [list(ref.shape), list(cand.shape)], "argmax_agreement": 0.0}
-    return {"argmax_agreement": float(np.mean(ref == cand)), "labels_only": True}
-
-
-def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> dict:
-    """Max abs error, error relative to the reference's logit range, argmax agreement."""
-    if reference.shape != candidate.shape:
-        return {"shape_mismatch": [list(reference.shape), list(candidate.shape)], "argmax_agreement": 0.0}
-    diff = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
-    span = float(reference.max() - reference.min()) or 1.0
-    agreement = float(np.mean(reference.argmax(axis=1) == candidate.argmax(axis=1)))
-    max_abs = float(diff.max()) if diff.size else 0.0
-    return {"max_abs_error": max_abs, "rel_error": max_abs / span, "argmax_agreement": agreement}
 
 
 def prove_parity(
@@ -233,21 +199,17 @@ def _passes(check: dict, thresholds: ParityThresholds) -> bool:
 
 
 def _summarise(checks: list[dict], thresholds: ParityThresholds) -> dict:
-    """Figures are against each check's deciding reference (named in `references`)."""
-    labels = any(c.get("labels_only") for c in checks)
-    report = {
+    """Figures (`evaluation.compare.summarize`) are against each check's deciding reference (named in `references`)."""
+    figures = summarize(checks)
+    figures.pop("batches")
+    return {
         "passed": all(_passes(c, thresholds) for c in checks),
         "references": sorted({c["reference"] for c in checks}),
         "float32_sensitive": any(c.get("float32_sensitive", False) for c in checks),
-        "min_argmax_agreement": min(c.get("argmax_agreement", 0.0) for c in checks),
-        "max_abs_error": None if labels else max(c.get("max_abs_error", float("inf")) for c in checks),
-        "max_rel_error": None if labels else max(c.get("rel_error", float("inf")) for c in checks),
+        **figures,
         "thresholds": {"min_agreement": thresholds.min_agreement, "max_rel_error": thresholds.max_rel_error},
         "checks": checks,
     }
-    if labels:
-        report["compared"] = LABELS_NOTE
-    return report
 
 
 def _failure_message(check: dict, thresholds: ParityThresholds) -> str:
