@@ -37,7 +37,7 @@ from segdeploy.build import BuildOptions, build_artifacts  # noqa: E402
 from segdeploy.export import ExportRequest, export_model, parse_input_shape  # noqa: E402
 from segdeploy.manifest import Manifest  # noqa: E402
 from segdeploy.models import get_spec  # noqa: E402
-from segdeploy.precision.calibration import default_calib_dir  # noqa: E402
+from segdeploy.data import default_calib_dir  # noqa: E402
 
 
 def median_ms(fn, warmup: int, iterations: int) -> dict:
@@ -121,7 +121,7 @@ def main() -> None:
     built = build_artifacts(deploy, ["fp16", "int8"], "onnxruntime", options, step=step)
     manifest = Manifest.load(deploy)
     int8 = manifest.artifact("onnx-int8-ort")
-    results["calibration"] = int8["calibration"]
+    results["calibration"] = int8.calibration.to_dict()
     results["agreement_with_fp32"] = {a["name"]: a["parity"]["argmax_agreement"] for a in built.artifacts if "parity" in a}
     if args.eval:
         results["agreement_with_fp32"] = eval_agreement(manifest, args.eval, args.eval_size)

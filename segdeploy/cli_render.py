@@ -28,15 +28,18 @@ def models_table(rows: list[dict]) -> Table:
 def export_summary(result, timings: dict[str, float]) -> dict:
     """The export's result as a dict (for --json) with a human `text` rendering."""
     parity = result.parity
-    entry = result.manifest.artifact("onnx-fp32")
+    from segdeploy.manifest import FILENAME
+    from segdeploy.manifest.names import FP32_GRAPH
+
+    entry = result.manifest.artifact(FP32_GRAPH.name)
     data = {
         "deploy_dir": str(result.directory),
         "onnx": str(result.onnx_path),
-        "manifest": str(result.directory / "manifest.json"),
-        "sha256": entry["sha256"],
-        "opset": entry["opset"],
-        "inputs": entry["inputs"],
-        "outputs": entry["outputs"],
+        "manifest": str(result.directory / FILENAME),
+        "sha256": entry.sha256,
+        "opset": entry.opset,
+        "inputs": [t.to_dict() for t in entry.inputs],
+        "outputs": [t.to_dict() for t in entry.outputs],
         "rewrites": result.rewrites,
         "parity": parity,
         "timings_s": timings,
@@ -47,7 +50,7 @@ def export_summary(result, timings: dict[str, float]) -> dict:
            else f", max abs err {c['max_abs_error']:.2e}, rel err {c['rel_error']:.2e}")
         for c in parity["checks"]
     )
-    lines = [f"[bold green]exported[/] {result.onnx_path} (opset {entry['opset']}, {entry['bytes'] / 1e6:.1f} MB)"]
+    lines = [f"[bold green]exported[/] {result.onnx_path} (opset {entry.opset}, {entry.bytes / 1e6:.1f} MB)"]
     if result.rewrites:
         lines.append("rewrites: " + "; ".join(result.rewrites))
     lines.append(f"parity vs PyTorch: {checks}")

@@ -148,6 +148,14 @@ def read_label(path: str | Path) -> np.ndarray:
         raise SegdeployError(f"cannot read label {path}: {exc}") from None
 
 
+def default_calib_dir() -> Path:
+    """The project's shipped `calib/` folder at the repository root (beside the package): the
+    default calibration images, bench data and demo model."""
+    import segdeploy
+
+    return Path(segdeploy.__file__).resolve().parents[1] / "calib"
+
+
 def find_images(folder: str | Path) -> list[Path]:
     """Image files of a folder (its `images/` sub-folder if it has one), sorted by name."""
     folder = Path(folder)

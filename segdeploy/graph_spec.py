@@ -38,18 +38,17 @@ class GraphSpec:
 
     @classmethod
     def of(cls, manifest) -> "GraphSpec":
-        """The spec recorded in a `Manifest` (or its `data` dict)."""
-        data = getattr(manifest, "data", manifest)
-        entry, out = data["input"], data["output"]
+        """The spec recorded in a `Manifest` (its `input` and `output` records)."""
+        entry, out = manifest.input, manifest.output
         return cls(
-            input_name=entry["name"],
-            input_shape=tuple(entry["shape"]),
-            input_layout=entry.get("layout", "NCHW"),
-            input_dtype=entry.get("dtype", "float32"),
-            output_name=out["name"],
-            output_kind=out.get("kind", "logits"),
-            output_dtype=out.get("dtype", "float32"),
-            dynamic_axes=frozenset(entry.get("dynamic_axes", [])),
+            input_name=entry.name,
+            input_shape=tuple(entry.shape),
+            input_layout=entry.layout or "NCHW",
+            input_dtype=entry.dtype,
+            output_name=out.name,
+            output_kind=out.kind or "logits",
+            output_dtype=out.dtype,
+            dynamic_axes=frozenset(entry.dynamic_axes),
         )
 
     # -- what the graph does itself --------------------------------------------------------------

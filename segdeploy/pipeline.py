@@ -23,8 +23,8 @@ from typing import Callable
 from segdeploy.atomic import atomic_write_text, sha256_file
 from segdeploy.errors import SegdeployError, UsageError
 from segdeploy.manifest import Manifest
-
-PIPELINE_KEY = "pipeline"
+from segdeploy.manifest.names import FP32_GRAPH
+from segdeploy.manifest.records import BuildState, PipelineState
 
 
 @dataclass
@@ -61,7 +61,7 @@ class PipelineConfig:
 
 def demo_config(out: Path | None = None) -> PipelineConfig:
     """The embedded demo: the shipped U-Net on the shipped calib/ data."""
-    from segdeploy.precision.calibration import default_calib_dir
+    from segdeploy.data import default_calib_dir
 
     calib = default_calib_dir()
     meta_path = calib / "demo" / "model.json"
@@ -206,7 +206,7 @@ def _export(model: ModelEntry, directory: Path, step) -> bool:
                 "classes_sha256": sha256_file(model.classes) if model.classes and model.classes.is_file() else None})
     if Manifest.exists(directory):
         manifest = Manifest.load(directory)
-        if manifest.data.get(PIPELINE_KEY, {}).get("export_key") == key and _verifies(manifest, "onnx-fp32"):
+        if manifest.pipeline and manifest.pipeline.export_key == key and _verifies(manifest, FP32_GRAPH.name):
             return True
     step(f"{model.name}: export")
     export_model(ExportRequest(
@@ -217,7 +217,7 @@ def _export(model: ModelEntry, directory: Path, step) -> bool:
         fusion=Fusion(model.fuse_preprocess, model.fuse_argmax),
     ))
     manifest = Manifest.load(directory)
-    manifest.data[PIPELINE_KEY] = {"export_key": key, "builds": {}}
+    manifest.pipeline = PipelineState(export_key=key)
     manifest.save()
     return False
 
@@ -231,11 +231,11 @@ def _build(config: PipelineConfig, directory: Path, backend: str, step) -> bool:
     manifest = Manifest.load(directory)
     calib = config.calib
     calib_key = [sha256_file(p) for p in find_images(calib)] if calib else None
-    key = _key({"graph": manifest.artifact("onnx-fp32")["sha256"], "precisions": config.precisions, "backend": backend,
+    key = _key({"graph": manifest.artifact(FP32_GRAPH.name).sha256, "precisions": config.precisions, "backend": backend,
                 "calib": calib_key, "calib_size": config.calib_size, "method": config.calib_method,
                 "budget": [config.int8_max_miou_drop, config.eval_data, config.eval_limit]})
-    state = manifest.data.setdefault(PIPELINE_KEY, {}).setdefault("builds", {}).get(backend)
-    if state and state["key"] == key and all(_verifies(manifest, n) for n in state["artifacts"]):
+    state = manifest.pipeline.builds.get(backend) if manifest.pipeline else None
+    if state and state.key == key and all(_verifies(manifest, n) for n in state.artifacts):
         return True
     step(f"{directory.name}: build {', '.join(config.precisions)} for {backend}")
     budget = budget_options(config.int8_max_miou_drop, config.eval_data, config.eval_limit)
@@ -243,7 +243,8 @@ def _build(config: PipelineConfig, directory: Path, backend: str, step) -> bool:
                            budget=budget)
     result = build_artifacts(directory, list(config.precisions), backend, options, step=step, warn=lambda _: None)
     manifest = Manifest.load(directory)
-    manifest.data[PIPELINE_KEY]["builds"][backend] = {"key": key, "artifacts": [a["name"] for a in result.artifacts]}
+    manifest.pipeline = manifest.pipeline or PipelineState(export_key="")
+    manifest.pipeline.builds[backend] = BuildState(key=key, artifacts=[a["name"] for a in result.artifacts])
     manifest.save()
     return False
 

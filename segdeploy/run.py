@@ -87,7 +87,7 @@ def segment_inputs(deploy: Path, inputs: list[Path], out_dir: Path, *, artifact:
             name = _unique(name, seen)
             class_map = segmenter(image)
             latencies.append(segmenter.last_latency_ms)
-            _save_png(overlay(image, class_map, segmenter.classes["palette"], alpha), out_dir / f"{name}_overlay.png")
+            _save_png(overlay(image, class_map, segmenter.classes.palette, alpha), out_dir / f"{name}_overlay.png")
             _save_png(class_map, out_dir / f"{name}_labels.png")
             if on_frame is not None:
                 on_frame(name)

@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from segdeploy.backends.registry import preference
 from segdeploy.backends.select import cannot_run_here, make_runner
 from segdeploy.errors import SegdeployError
 from segdeploy.evaluation.outputs import class_map_batch, is_class_map
@@ -29,15 +30,11 @@ from segdeploy.graph_spec import GraphSpec
 from segdeploy.manifest import FILENAME, Manifest
 from segdeploy.preprocess import Preprocess
 
-PREFERENCE = ("trt-int8", "trt-fp16", "trt-fp32", "ort-int8", "onnx-int8-ort", "ort-fp32", "onnx-fp32",
-              "ort-fp16", "onnx-fp16")
-
-
 def _open_manifest(path: Path) -> tuple[Manifest, str | None]:
     """A deploy directory, or an artifact file inside one (then that artifact is chosen)."""
     if path.is_file():
         manifest = Manifest.load(path.parent)
-        names = [n for n, e in manifest.artifacts.items() if e["file"] == path.name]
+        names = [n for n, e in manifest.artifacts.items() if e.file == path.name]
         if not names:
             raise SegdeployError(f"{path.name} is not an artifact recorded in {path.parent / FILENAME}")
         return manifest, names[0]
@@ -45,10 +42,9 @@ def _open_manifest(path: Path) -> tuple[Manifest, str | None]:
 
 
 def choose_artifact(manifest: Manifest) -> str:
-    """The preferred artifact that can run on this machine."""
-    runnable = [n for n in manifest.artifacts if cannot_run_here(manifest.artifacts[n]) is None
-                and manifest.artifacts[n].get("kind") in ("onnx", "engine")]
-    for name in PREFERENCE:
+    """The preferred artifact that can run on this machine (`backends.registry.preference`)."""
+    runnable = [n for n, entry in manifest.artifacts.items() if cannot_run_here(entry) is None]
+    for name in preference():
         if name in runnable:
             return name
     if runnable:
@@ -68,13 +64,13 @@ class Segmenter:
         if reason:
             raise SegdeployError(f"artifact {self.artifact} cannot run here: {reason}")
         self.manifest.verify(self.artifact)
-        self.preprocess = Preprocess.from_dict(self.manifest.data["preprocess"])
+        self.preprocess = self.manifest.preprocess
         self.spec = GraphSpec.of(self.manifest)  # fused graphs: uint8 NHWC in and/or class map out
         self.input_name = self.spec.input_name
         self.input_hw = self.spec.input_hw
         self.batch_dynamic = self.spec.batch_dynamic
-        self.num_classes = self.manifest.data["model"]["num_classes"]
-        self.classes = self.manifest.data["classes"]
+        self.num_classes = self.manifest.model.num_classes
+        self.classes = self.manifest.classes  # names, palette, ignore_index
         self.last_latency_ms: float | None = None
         self._buffer: np.ndarray | None = None
         self._runner = make_runner(self.manifest, self.artifact, threads=threads, providers=providers).activate()

@@ -76,4 +76,4 @@ def test_camvid_void_label_is_ignored(camvid_result):
     void = sum(int(np.sum(read_label(label_path) == 11)) for _, _, label_path in dataset.items)
     total = 101 * 360 * 480
     assert void > 0
-    assert result.results["model"].matrix.counts.sum() == total - void
+    assert result.results["model"].vs_labels.counts.sum() == total - void

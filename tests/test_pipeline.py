@@ -83,9 +83,9 @@ def test_config_with_fused_export_and_int8_budget(tmp_path):
     assert set(rows) == {"pytorch", "onnx-fp32", "onnx-int8-ort"}
     assert rows["onnx-fp32"]["pixel_agreement"] >= 99.9  # the fused graph reproduces the unfused PyTorch model
     manifest = Manifest.load(tmp_path / "runs" / "fused")
-    assert manifest.data["fused"] == {"preprocess": True, "argmax": True}
-    record = manifest.artifact("onnx-int8-ort")["mixed_precision"]
-    assert record["budget_miou_drop"] == 0.5 and record["final"]["drop"] <= 0.5
+    assert manifest.fused.preprocess and manifest.fused.argmax
+    record = manifest.artifact("onnx-int8-ort").mixed_precision
+    assert record.budget_miou_drop == 0.5 and record.final["drop"] <= 0.5
     assert run_pipeline(config).reused == ["fused: export", "fused: build onnxruntime"]
 
 
@@ -98,9 +98,9 @@ def test_config_with_best_calibration_method(tmp_path):
     config.bench = REDUCED
     result = run_pipeline(config)
     assert {r["artifact"] for r in result.rows} == {"pytorch", "onnx-fp32", "onnx-int8-ort"}
-    comparison = Manifest.load(tmp_path / "best" / "demo_unet").artifact("onnx-int8-ort")["calibration"]["comparison"]
-    assert [row["method"] for row in comparison["rows"]] == ["minmax", "entropy", "percentile"]
-    assert comparison["picked"] in ("minmax", "entropy", "percentile")
+    comparison = Manifest.load(tmp_path / "best" / "demo_unet").artifact("onnx-int8-ort").calibration.comparison
+    assert [row["method"] for row in comparison.rows] == ["minmax", "entropy", "percentile"]
+    assert comparison.picked in ("minmax", "entropy", "percentile")
 
 
 @pytest.mark.parametrize(

@@ -46,14 +46,13 @@ def reference_module(manifest):
     from segdeploy.models.loading import load_model, weights_fingerprint
     from segdeploy.models.outputs import LogitsModel
 
-    record = manifest.data["model"]
-    loaded = load_model(record["source"], model_kwargs=record.get("model_kwargs") or {},
-                        num_classes=record.get("num_classes_arg"), weights=record.get("weights"))
-    recorded = record.get("weights_fingerprint")
-    if recorded and weights_fingerprint(loaded.module) != recorded:
+    record = manifest.model
+    loaded = load_model(record.source, model_kwargs=record.model_kwargs, num_classes=record.num_classes_arg,
+                        weights=record.weights)
+    if record.weights_fingerprint and weights_fingerprint(loaded.module) != record.weights_fingerprint:
         raise SegdeployError(
             "cannot rebuild the PyTorch reference: its weights differ from those exported "
             "(checkpoint changed, or random initialisation under another torch version)",
             "re-export with --weights, or bench with the same checkpoint",
         )
-    return LogitsModel(loaded.module, upsample=bool(record.get("upsampled_output"))).eval()
+    return LogitsModel(loaded.module, upsample=record.upsampled_output).eval()

@@ -76,7 +76,7 @@ def run_bench(deploy_dir, options: BenchOptions, step: Callable[[str], None] = l
     dataset = _open_data(manifest, options)
     if options.gates.max_miou_drop is not None and not dataset.has_labels:
         raise UsageError("--max-miou-drop needs labelled data", "use --min-agreement to gate on drift alone")
-    preprocess = Preprocess.from_dict(manifest.data["preprocess"])
+    preprocess = manifest.preprocess
     graph = GraphSpec.of(manifest)
     # The PyTorch reference is the unfused model; artifacts take what their (maybe fused) graph takes.
     specs = {t.name: graph.unfused() if t.name == REFERENCE else graph for t in [reference, *targets]}
@@ -88,7 +88,7 @@ def run_bench(deploy_dir, options: BenchOptions, step: Callable[[str], None] = l
         predictors = {t.name: graph_predictor(runners[t.name], specs[t.name]) for t in everything}
         step(f"accuracy: {len(everything)} targets over {min(len(dataset), options.limit or len(dataset))} images")
         accuracy = measure_accuracy(predictors, REFERENCE, dataset, preprocess, graph.input_hw,
-                                    num_classes=manifest.data["model"]["num_classes"], batch_size=eval_batch,
+                                    num_classes=manifest.model.num_classes, batch_size=eval_batch,
                                     limit=options.limit, on_batch=on_batch)
         step(f"latency: {len(everything)} targets, interleaved")
         latency = _latency(runners, specs, dataset, preprocess, options)
@@ -104,20 +104,18 @@ def run_bench(deploy_dir, options: BenchOptions, step: Callable[[str], None] = l
 
 
 def model_identity(manifest: Manifest) -> dict:
-    model = manifest.data["model"]
-    return {"name": model["name"], "num_classes": model["num_classes"], "input_shape": manifest.data["input"]["shape"]}
+    return {"name": manifest.model.name, "num_classes": manifest.model.num_classes, "input_shape": manifest.input.shape}
 
 
 def _open_data(manifest: Manifest, options: BenchOptions):
-    from segdeploy.data import open_dataset
-    from segdeploy.precision.calibration import default_calib_dir
+    from segdeploy.data import default_calib_dir, open_dataset
 
     path = options.data or default_calib_dir()
     split = options.split if options.data else (options.split or "val")
     if not Path(path).exists():
         raise SegdeployError(f"dataset not found: {path}", "pass --data DIR (images/ + labels/ + classes.json, or images only)")
     dataset = open_dataset(path, options.data_format, split=split)
-    model_classes = ClassInfo.from_dict(manifest.data["classes"])
+    model_classes = manifest.classes
     if dataset.classes is not None:
         _check_classes(dataset.classes, model_classes, path)
     else:
@@ -202,36 +200,37 @@ def device_breakdown(timings: list[dict], batch: int) -> dict:
 def _examples(predictors, dataset, preprocess: Preprocess, input_hw, manifest: Manifest) -> dict:
     sample = dataset[0]
     batch = BatchReader(dataset, preprocess, input_hw, 1, limit=1)[0]
-    n = manifest.data["model"]["num_classes"]
+    n = manifest.model.num_classes
     maps = {name: class_maps(predict(batch), batch.geometries, input_hw, n)[0] for name, predict in predictors.items()}
     return {"stem": sample.stem, "image": sample.image, "label": sample.label, "maps": maps,
-            "palette": manifest.data["classes"]["palette"]}
+            "palette": manifest.classes.palette}
 
 
-def _mixed_precision(manifest: Manifest, entry: dict) -> dict | None:
+def _mixed_precision(manifest: Manifest, entry) -> dict | None:
     """The INT8-within-budget record of an artifact, or of the graph an engine was built from."""
-    record = entry.get("mixed_precision") or manifest.artifacts.get(entry.get("parent") or "", {}).get("mixed_precision")
-    if not record:
+    parent = manifest.artifacts.get(entry.parent) if entry.parent else None
+    record = entry.mixed_precision or (parent.mixed_precision if parent else None)
+    if record is None:
         return None
     keys = ("budget_miou_drop", "eval", "fp32_miou", "naive", "final", "kept_float", "quantized_nodes", "latency_ms")
-    return {k: record.get(k) for k in keys}
+    return {k: getattr(record, k) for k in keys}
 
 
 def _report(manifest, identity, everything, skipped, accuracy, latency, options) -> dict:
     targets = {}
     for target in everything:
-        entry = manifest.artifacts.get(target.name, {})
+        entry = manifest.artifacts.get(target.name)  # None for the PyTorch reference
         targets[target.name] = {
             "backend": target.backend,
             "precision": target.precision,
             "graph_target": target.target or None,
             "cuda_graph": target.cuda_graph,
-            "file": entry.get("file"),
-            "sha256": entry.get("sha256"),
+            "file": entry.file if entry else None,
+            "sha256": entry.sha256 if entry else None,
             "latency": latency.get(target.name),
             "accuracy": accuracy["targets"].get(target.name, {}),
         }
-        mixed = _mixed_precision(manifest, entry)
+        mixed = _mixed_precision(manifest, entry) if entry else None
         if mixed:
             targets[target.name]["mixed_precision"] = mixed
     return {

@@ -14,20 +14,13 @@ from typing import Callable
 
 import numpy as np
 
-from segdeploy.data import find_images
+from segdeploy.data import default_calib_dir, find_images
 from segdeploy.errors import SegdeployError, UsageError
 from segdeploy.evaluation.batches import BatchReader
 from segdeploy.graph_spec import GraphSpec
-from segdeploy.preprocess import Preprocess, load_rgb
+from segdeploy.preprocess import load_rgb
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
-
-
-def default_calib_dir() -> Path:
-    """The project's `calib/` folder at the repository root (beside the package)."""
-    import segdeploy
-
-    return Path(segdeploy.__file__).resolve().parents[1] / "calib"
 
 
 @dataclass(frozen=True)
@@ -140,7 +133,7 @@ def check_readable(images: tuple[Path, ...]) -> None:
 def batch_reader(manifest, images, what: str = "calibration images") -> BatchReader:
     """Whole batches of `images`, shaped and preprocessed as the manifest's graph takes them."""
     spec = GraphSpec.of(manifest)
-    return BatchReader(images, Preprocess.from_dict(manifest.data["preprocess"]), spec.input_hw,
+    return BatchReader(images, manifest.preprocess, spec.input_hw,
                        1 if spec.batch_dynamic else spec.batch, whole_batches=True, what=what)
 
 

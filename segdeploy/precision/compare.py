@@ -21,7 +21,9 @@ import numpy as np
 from segdeploy.atomic import atomic_path
 from segdeploy.errors import UsageError
 from segdeploy.precision.calibration import CALIB_METHODS, CalibrationSet, batch_reader
-from segdeploy.precision.drift import FP32, compare_graphs
+from segdeploy.manifest.names import FP32_GRAPH
+from segdeploy.manifest.records import DriftRecord, MethodComparison
+from segdeploy.precision.drift import compare_graphs
 from segdeploy.precision.graphs import Int8Maker, relative_path
 from segdeploy.precision.quantize import target_for
 
@@ -80,17 +82,15 @@ def make_best_int8(maker: Int8Maker, target_name: str) -> str:
         evaluation, described = maker.calib, f"the {len(maker.calib.images)} calibration images themselves ({described}: fewer than one batch)"
     maker.step(f"measuring each INT8 graph vs FP32 on {described}")
     batches = list(batch_reader(manifest, evaluation.images, "evaluation images"))
-    scores = compare_graphs(manifest, manifest.verify(FP32), graphs, batches)
+    scores = compare_graphs(manifest, manifest.verify(FP32_GRAPH.name), graphs, batches)
     rows = [{"method": m, **_row(scores[m]), **runs[m]} for m in CALIB_METHODS]
     winner = pick_best(rows)
     with atomic_path(manifest.directory / target.filename) as tmp:
         shutil.copyfile(graphs[winner["method"]], tmp)
-    parity = {"reference": FP32, "inputs": described, "batches": len(batches),
-              **{k: winner[k] for k in ("argmax_agreement", "min_argmax_agreement", "max_abs_error", "max_rel_error")}}
-    calibration = {
-        **maker.calibration_record(winner["method"]), "seconds": winner["calibration_seconds"],
-        "comparison": {"picked": winner["method"], "rule": RULE, "evaluated_on": described, "rows": rows},
-    }
+    parity = DriftRecord(reference=FP32_GRAPH.name, inputs=described, **scores[winner["method"]])
+    calibration = maker.calibration_record(winner["method"])
+    calibration.seconds = winner["calibration_seconds"]
+    calibration.comparison = MethodComparison(picked=winner["method"], rule=RULE, evaluated_on=described, rows=rows)
     return maker.record(target, parity, calibration)
 
 
@@ -118,10 +118,13 @@ def _calibrate(maker: Int8Maker, method: str, target_name: str, out) -> dict:
 def _seconds_when_cached(manifest, cache: str) -> float | None:
     """The calibration time recorded when `cache` was made, by this or another INT8 artifact."""
     for entry in manifest.artifacts.values():
-        calibration = entry.get("calibration") or {}
-        rows = calibration.get("comparison", {}).get("rows", []) + [calibration]
-        for row in rows:
-            seconds = row.get("calibration_seconds", row.get("seconds"))
-            if row.get("cache") == cache and seconds is not None:
-                return seconds
+        calibration = entry.calibration
+        if calibration is None:
+            continue
+        rows = calibration.comparison.rows if calibration.comparison else []
+        found = [r.get("calibration_seconds") for r in rows if r.get("cache") == cache]
+        found.append(calibration.seconds if calibration.cache == cache else None)
+        seconds = next((s for s in found if s is not None), None)
+        if seconds is not None:
+            return seconds
     return None

@@ -17,9 +17,10 @@ from segdeploy.evaluation.compare import summarize
 from segdeploy.evaluation.engine import evaluate, graph_predictor
 from segdeploy.graph_spec import GraphSpec
 from segdeploy.manifest import Manifest
+from segdeploy.manifest.names import FP32_GRAPH
+from segdeploy.manifest.records import DriftRecord
 from segdeploy.precision.calibration import CalibrationSet, batch_reader
 
-FP32 = "onnx-fp32"
 CHECK_BATCHES = 4  # calibration batches a new graph is compared on against FP32
 _REFERENCE = "reference"
 
@@ -42,7 +43,7 @@ def compare_graphs(manifest: Manifest, reference: Path, candidates: dict[str, Pa
     with contextlib.ExitStack() as stack:
         runners = {name: stack.enter_context(OrtRunner(path)) for name, path in {_REFERENCE: reference, **candidates}.items()}
         result = evaluate({name: graph_predictor(runner, spec) for name, runner in runners.items()}, batches,
-                          num_classes=int(manifest.data["model"]["num_classes"]), reference=_REFERENCE,
+                          num_classes=manifest.model.num_classes, reference=_REFERENCE,
                           resolution="model", compare_outputs=True)
     figures = {}
     for name in candidates:
@@ -52,7 +53,7 @@ def compare_graphs(manifest: Manifest, reference: Path, candidates: dict[str, Pa
     return figures
 
 
-def graph_drift(manifest: Manifest, candidate: Path, batches: list[Batch], described: str) -> dict:
+def graph_drift(manifest: Manifest, candidate: Path, batches: list[Batch], described: str) -> DriftRecord:
     """The drift record of one precision graph: against the FP32 graph on `batches` (`described`)."""
-    figures = compare_graphs(manifest, manifest.verify(FP32), {"candidate": candidate}, batches)["candidate"]
-    return {"reference": FP32, "inputs": described, **figures}
+    figures = compare_graphs(manifest, manifest.verify(FP32_GRAPH.name), {"candidate": candidate}, batches)["candidate"]
+    return DriftRecord(reference=FP32_GRAPH.name, inputs=described, **figures)

@@ -20,7 +20,6 @@ from segdeploy.evaluation.batches import Batch, BatchReader
 from segdeploy.evaluation.engine import PredictorResult, evaluate, graph_predictor
 from segdeploy.graph_spec import GraphSpec
 from segdeploy.metrics import ConfusionMatrix, scores_from_counts
-from segdeploy.preprocess import Preprocess
 
 BOOTSTRAP_RESAMPLES = 200
 BOOTSTRAP_SEED = 0
@@ -37,7 +36,7 @@ class EvalSet:
         self.description = description
         self.labelled = labelled
         self.warning = warning
-        self.num_classes = int(manifest.data["model"]["num_classes"])
+        self.num_classes = manifest.model.num_classes
         self.ignore_index = ignore_index
         self.spec = GraphSpec.of(manifest)
         self._reference_miou: float | None = None
@@ -77,7 +76,7 @@ class EvalSet:
     def from_dataset(cls, manifest, dataset, what: str, limit: int | None = None, warning: str | None = None) -> "EvalSet":
         """The first `limit` images of `dataset` (whole batches), read once through the one batch reader."""
         spec = GraphSpec.of(manifest)
-        reader = BatchReader(dataset, Preprocess.from_dict(manifest.data["preprocess"]), spec.input_hw,
+        reader = BatchReader(dataset, manifest.preprocess, spec.input_hw,
                              EVAL_BATCH if spec.batch_dynamic else spec.batch, limit=limit, whole_batches=True,
                              what="evaluation images")
         labelled = dataset.has_labels
@@ -145,7 +144,7 @@ def _miou(counts: np.ndarray) -> float:
 
 
 def _check_class_count(dataset, manifest, path) -> None:
-    n = int(manifest.data["model"]["num_classes"])
+    n = manifest.model.num_classes
     if dataset.has_labels and dataset.classes is not None and dataset.classes.num_classes != n:
         raise SegdeployError(f"{path} has {dataset.classes.num_classes} classes but the model outputs {n}",
                              "evaluate on data labelled with the model's classes, or an image folder (agreement)")

@@ -17,10 +17,11 @@ from typing import Callable
 import onnx
 
 from segdeploy.atomic import atomic_path
-from segdeploy.export.simplify import graph_io
 from segdeploy.manifest import Manifest, tool_versions
+from segdeploy.manifest.names import FP16_GRAPH, FP32_GRAPH, ONNX
+from segdeploy.manifest.records import Artifact, CalibrationRecord, TensorInfo
 from segdeploy.precision.calibration import CalibrationSet, reader_for
-from segdeploy.precision.drift import FP32, check_batches, graph_drift
+from segdeploy.precision.drift import check_batches, graph_drift
 from segdeploy.precision.fp16 import fp16_block_list, write_fp16
 from segdeploy.precision.quantize import (
     QuantTarget,
@@ -32,10 +33,6 @@ from segdeploy.precision.quantize import (
     target_for,
 )
 
-FP16 = "onnx-fp16"
-FP16_FILE = "model.fp16.onnx"
-
-
 @dataclass
 class QuantOptions:
     method: str = "minmax"
@@ -45,30 +42,30 @@ class QuantOptions:
     exclude_ops: list[str] = field(default_factory=list)
 
 
-def record_graph(manifest: Manifest, name: str, filename: str, precision: str, target: str, **fields) -> dict:
+def record_graph(manifest: Manifest, name: str, filename: str, precision: str, target: str, **fields) -> Artifact:
     """Record a precision graph written into the deploy directory (the one writer of such entries)."""
     model = onnx.load(str(manifest.directory / filename), load_external_data=False)
-    io = graph_io(model)
+    inputs, outputs = TensorInfo.graph_io(model)
     return manifest.add_artifact(
-        name, filename, kind="onnx", precision=precision, backend="onnxruntime", target=target, parent=FP32,
-        opset=graph_opset(model), inputs=io["inputs"], outputs=io["outputs"],
+        name, filename, kind=ONNX, precision=precision, backend="onnxruntime", target=target, parent=FP32_GRAPH.name,
+        opset=graph_opset(model), inputs=inputs, outputs=outputs,
         tool_versions=tool_versions("onnx", "onnxruntime", "onnxconverter_common"), **fields,
     )
 
 
 def make_fp16(manifest: Manifest, extra_block_ops: list[str], calib: CalibrationSet | None, step: Callable) -> str:
     """model.fp16.onnx: float16 weights and activations, float32 I/O, blocked ops in FP32."""
-    fp32 = manifest.verify(FP32)
+    fp32 = manifest.verify(FP32_GRAPH.name)
     block_ops = fp16_block_list(extra_block_ops)
     step("converting to FP16")
     # The file appears under its final name only once converted and measured.
-    with atomic_path(manifest.directory / FP16_FILE) as tmp:
+    with atomic_path(manifest.directory / FP16_GRAPH.file) as tmp:
         write_fp16(fp32, tmp, block_ops)
         step("measuring FP16 vs FP32 agreement")
         parity = graph_drift(manifest, tmp, *check_batches(manifest, calib))
-    record_graph(manifest, FP16, FP16_FILE, "fp16", "any", parity=parity,
+    record_graph(manifest, FP16_GRAPH.name, FP16_GRAPH.file, "fp16", "any", parity=parity,
                  settings={"keep_io_types": True, "op_block_list": block_ops})
-    return FP16
+    return FP16_GRAPH.name
 
 
 @dataclass(frozen=True)
@@ -98,7 +95,7 @@ class Int8Maker:
         if self._prepared is None:
             self.step("preparing the graph for Q/DQ (opset ≥ 13, shape inference, folding)")
             self._prepared = Path(self._tmp.name) / "prepared.onnx"
-            prepare_graph(self.manifest.verify(FP32), self._prepared)
+            prepare_graph(self.manifest.verify(FP32_GRAPH.name), self._prepared)
             check_exclusions(onnx.load(str(self._prepared)), self.options.exclude_nodes, self.options.exclude_ops)
         return self._prepared
 
@@ -109,9 +106,9 @@ class Int8Maker:
     def cache_path(self, method: str | None = None) -> Path:
         """The range cache of `method` (default: the options' method) for these images and graph."""
         method = method or self.options.method
-        data = self.manifest.data
-        key = cache_key(self.manifest.artifact(FP32)["sha256"], self.calib.fingerprint(), method,
-                        self.options.percentile, data["input"]["shape"], data["preprocess"])
+        manifest = self.manifest
+        key = cache_key(manifest.artifact(FP32_GRAPH.name).sha256, self.calib.fingerprint(), method,
+                        self.options.percentile, manifest.input.shape, manifest.preprocess.to_dict())
         folder = Path(self.options.cache_dir) if self.options.cache_dir else self.manifest.directory
         return folder / f"calib-cache.{method}.{key[:16]}.json"
 
@@ -135,22 +132,22 @@ class Int8Maker:
             self._calibrated[method] = seconds
         return Quantized(method, cache, fresh, seconds)
 
-    def calibration_record(self, method: str | None = None) -> dict:
+    def calibration_record(self, method: str | None = None) -> CalibrationRecord:
         """The manifest's calibration record for graphs quantized with `method`'s ranges."""
         method = method or self.options.method
         seconds = self._calibrated.get(method)
-        return {
-            "folder": str(self.calib.folder),
-            "images": len(self.calib.images),
-            "requested": self.calib.requested,
-            "method": method,
-            "percentile": self.options.percentile if method == "percentile" else None,
-            "cache": relative_path(self.cache_path(method), self.manifest.directory),
-            "reused_cache": seconds is None,
-            "seconds": round(seconds, 2) if seconds is not None else None,
-        }
+        return CalibrationRecord(
+            folder=str(self.calib.folder),
+            images=len(self.calib.images),
+            requested=self.calib.requested,
+            method=method,
+            percentile=self.options.percentile if method == "percentile" else None,
+            cache=relative_path(self.cache_path(method), self.manifest.directory),
+            reused_cache=seconds is None,
+            seconds=round(seconds, 2) if seconds is not None else None,
+        )
 
-    def record(self, target: QuantTarget, parity: dict, calibration: dict, keep_float=(), **fields) -> str:
+    def record(self, target: QuantTarget, parity, calibration: CalibrationRecord, keep_float=(), **fields) -> str:
         """Record the INT8 graph for `target` written into the deploy directory."""
         settings = {**target.settings(), "format": "QDQ", "why": target.why, "exclude_nodes": self.options.exclude_nodes,
                     "exclude_ops": self.options.exclude_ops, "keep_float_nodes": list(keep_float)}
@@ -161,7 +158,7 @@ class Int8Maker:
     def make(self, target_name: str, keep_float=(), record: dict | None = None) -> str:
         """Write, check and record the INT8 graph for `target_name` ('tensorrt' or 'onnxruntime').
 
-        `record`: extra manifest fields for the artifact (the mixed-precision search's record).
+        `record`: more fields of the artifact's record (the mixed-precision search's record).
         """
         target = target_for(target_name)
         with atomic_path(self.manifest.directory / target.filename) as tmp:

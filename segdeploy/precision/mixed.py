@@ -31,7 +31,9 @@ from typing import Callable
 import onnx
 
 from segdeploy.errors import SegdeployError, UsageError
-from segdeploy.precision.drift import FP32, check_batches
+from segdeploy.manifest.names import FP32_GRAPH
+from segdeploy.manifest.records import MixedPrecisionRecord
+from segdeploy.precision.drift import check_batches
 from segdeploy.precision.evalset import EvalSet
 from segdeploy.precision.qdq_edit import keep_float, quantized_nodes
 from segdeploy.precision.sensitivity import rank_nodes
@@ -69,7 +71,7 @@ def check_budget(options: BudgetOptions | None, precisions: list[str]) -> None:
 def make_within_budget(maker, target: str, options: BudgetOptions, step: Callable[[str], None], warn) -> str:
     """Build and record the INT8 graph for `target` that meets the budget; returns its artifact name."""
     manifest = maker.manifest
-    fp32_path = manifest.verify(FP32)
+    fp32_path = manifest.verify(FP32_GRAPH.name)
     step("preparing the evaluation set")
     evalset = EvalSet.open(manifest, options.eval_data, options.eval_limit, maker.calib.folder)
     if evalset.warning:
@@ -93,20 +95,20 @@ def make_within_budget(maker, target: str, options: BudgetOptions, step: Callabl
             final_miou, final_drop = best["miou"], best["drop"]
         step("timing FP32, naive INT8 and mixed graphs (onnxruntime)")
         latency = search.latency(fp32_path, naive_path, kept)
-    record = {
-        "budget_miou_drop": options.max_miou_drop,
-        "eval": {"description": evalset.description, "images": evalset.images, "labelled": evalset.labelled,
-                 "warning": evalset.warning},
-        "fp32_miou": round(reference, 4),
-        "naive": {"miou": round(naive_miou, 4), "drop": round(naive_drop, 4)},
-        "drop_standard_error": round(noise, 4) if noise is not None else None,
-        "final": {"miou": round(final_miou, 4), "drop": round(final_drop, 4)},
-        "kept_float": kept,
-        "quantized_nodes": len(ranking) if ranking else len(quantized_nodes(search.naive)),
-        "sensitivity_top": [_short(r) for r in ranking[:TOP_RANKED_RECORDED]],
-        "trace": search.trace,
-        "latency_ms": latency,
-    }
+    record = MixedPrecisionRecord(
+        budget_miou_drop=options.max_miou_drop,
+        eval={"description": evalset.description, "images": evalset.images, "labelled": evalset.labelled,
+              "warning": evalset.warning},
+        fp32_miou=round(reference, 4),
+        naive={"miou": round(naive_miou, 4), "drop": round(naive_drop, 4)},
+        drop_standard_error=round(noise, 4) if noise is not None else None,
+        final={"miou": round(final_miou, 4), "drop": round(final_drop, 4)},
+        kept_float=kept,
+        quantized_nodes=len(ranking) if ranking else len(quantized_nodes(search.naive)),
+        sensitivity_top=[_short(r) for r in ranking[:TOP_RANKED_RECORDED]],
+        trace=search.trace,
+        latency_ms=latency,
+    )
     return maker.make(target, keep_float=kept, record={"mixed_precision": record})
 
 

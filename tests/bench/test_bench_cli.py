@@ -13,6 +13,7 @@ from onnx import numpy_helper
 
 from segdeploy.export import ExportRequest, export_model
 from segdeploy.manifest import Manifest
+from segdeploy.manifest.names import ONNX
 from tests.conftest import REPO
 
 CALIB = REPO / "calib"
@@ -32,7 +33,7 @@ def deploy(tmp_path_factory):
     bias.CopyFrom(numpy_helper.from_array(worse, bias.name))
     onnx.save(graph, str(out / "model.worse.onnx"))
     manifest = Manifest.load(out)
-    manifest.add_artifact("onnx-worse", "model.worse.onnx", kind="onnx", precision="fp32", backend="onnxruntime")
+    manifest.add_artifact("onnx-worse", "model.worse.onnx", kind=ONNX, precision="fp32", backend="onnxruntime")
     manifest.save()
     return out
 

@@ -38,7 +38,7 @@ def test_empty_folder_is_an_error(tmp_path):
 
 
 def test_missing_default_folder_says_to_pass_calib(tmp_path, monkeypatch):
-    monkeypatch.setattr(calibration, "default_calib_dir", lambda: tmp_path / "nowhere" / "calib")
+    monkeypatch.setattr(calibration, "default_calib_dir", lambda: tmp_path / "nowhere" / "calib")  # the name select_images reads
     with pytest.raises(SegdeployError, match="--calib DIR"):
         select_images(None, 10)
 

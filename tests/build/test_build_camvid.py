@@ -53,10 +53,10 @@ def test_int8_within_a_budget_on_camvid(tmp_path):
                                input_shape=(1, 3, 240, 320), classes_file=CAMVID / "classes.json"))
     budget = BudgetOptions(0.25, CAMVID / "val", eval_limit=24)
     build_artifacts(directory, ["int8"], "onnxruntime", BuildOptions(calib=CAMVID / "train", calib_size=32, budget=budget))
-    record = Manifest.load(directory).artifact("onnx-int8-ort")["mixed_precision"]
-    assert record["eval"]["labelled"] and record["eval"]["images"] == 24
-    assert record["final"]["drop"] <= 0.25
-    if record["naive"]["drop"] <= 0.25:
-        assert record["kept_float"] == []
+    record = Manifest.load(directory).artifact("onnx-int8-ort").mixed_precision
+    assert record.eval["labelled"] and record.eval["images"] == 24
+    assert record.final["drop"] <= 0.25
+    if record.naive["drop"] <= 0.25:
+        assert record.kept_float == []
     else:
-        assert 0 < len(record["kept_float"]) < record["quantized_nodes"] / 2
+        assert 0 < len(record.kept_float) < record.quantized_nodes / 2

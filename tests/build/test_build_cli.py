@@ -36,17 +36,17 @@ def test_onnxruntime_fp16_int8_recorded_and_int8_runs(deploy, calib_dir):
     manifest = Manifest.load(directory)
     for name in names:
         entry = manifest.artifact(name)
-        assert entry["sha256"] == sha256_file(directory / entry["file"])
-        assert entry["parent"] == "onnx-fp32" and entry["inputs"][0]["name"] == "input"
-        assert 0.0 <= entry["parity"]["argmax_agreement"] <= 1.0 and entry["parity"]["batches"] == 4
+        assert entry.sha256 == sha256_file(directory / entry.file)
+        assert entry.parent == "onnx-fp32" and entry.inputs[0].name == "input"
+        assert 0.0 <= entry.parity.argmax_agreement <= 1.0 and entry.parity.batches == 4
     int8 = manifest.artifact("onnx-int8-ort")
-    assert int8["calibration"]["images"] == 8 and int8["calibration"]["method"] == "minmax"
-    assert int8["settings"]["activation_type"] == "QUInt8"
-    assert (directory / int8["calibration"]["cache"]).is_file()
+    assert int8.calibration.images == 8 and int8.calibration.method == "minmax"
+    assert int8.settings["activation_type"] == "QUInt8"
+    assert (directory / int8.calibration.cache).is_file()
 
     from segdeploy.backends.onnxruntime import OrtRunner
 
-    with OrtRunner(directory / int8["file"]) as r:
+    with OrtRunner(directory / int8.file) as r:
         out = r.infer({"input": np.zeros((1, 3, 96, 160), np.float32)})
     assert out["logits"].shape == (1, 5, 96, 160)
 
@@ -56,7 +56,7 @@ def test_second_build_reuses_calibration_cache(deploy, calib_dir):
     assert build(directory, "-p", "int8", "--calib", calib_dir, "--calib-size", "6").exit_code == 0
     result = build(directory, "-p", "int8", "--calib", calib_dir, "--calib-size", "6", "--json")
     assert result.exit_code == 0, result.output
-    assert Manifest.load(directory).artifact("onnx-int8-ort")["calibration"]["reused_cache"] is True
+    assert Manifest.load(directory).artifact("onnx-int8-ort").calibration.reused_cache is True
     # a different method is a different cache
     assert build(directory, "-p", "int8", "--calib", calib_dir, "--calib-size", "6", "--calib-method", "percentile").exit_code == 0
     assert len(list(directory.glob("calib-cache.*.json"))) == 2
@@ -67,7 +67,7 @@ def test_ort_optimize_saves_an_optimized_graph(deploy):
     result = build(directory, "-p", "fp32", "--ort-optimize")
     assert result.exit_code == 0, result.output
     entry = Manifest.load(directory).artifact("ort-fp32")
-    assert entry["parent"] == "onnx-fp32" and (directory / entry["file"]).is_file()
+    assert entry.parent == "onnx-fp32" and (directory / entry.file).is_file()
 
 
 def _assert_one_line_error(result, text, exit_code=None):
@@ -106,7 +106,7 @@ def test_fewer_images_than_asked_warns(deploy, tmp_path):
     result = build(directory, "-p", "int8", "--calib", write_images(tmp_path / "calib", 3), "--calib-size", "40")
     assert result.exit_code == 0, result.output
     assert "only 3 calibration images" in result.stderr
-    assert Manifest.load(directory).artifact("onnx-int8-ort")["calibration"]["images"] == 3
+    assert Manifest.load(directory).artifact("onnx-int8-ort").calibration.images == 3
 
 
 def test_tensorrt_options_need_the_tensorrt_backend(deploy):
@@ -132,7 +132,7 @@ def test_graph_only_needs_no_tensorrt(deploy, calib_dir, monkeypatch):
     result = build(directory, "-p", "int8", "--backend", "tensorrt", "--graph-only", "--calib", calib_dir, "--calib-size", "4")
     assert result.exit_code == 0, result.output
     entry = Manifest.load(directory).artifact("onnx-int8-trt")
-    assert entry["target"] == "tensorrt" and entry["settings"]["extra_options"]["ActivationSymmetric"] is True
+    assert entry.target == "tensorrt" and entry.settings["extra_options"]["ActivationSymmetric"] is True
     assert not list(directory.glob("*.engine"))
 
 
@@ -170,17 +170,18 @@ def test_tensorrt_backend_builds_engines(deploy, calib_dir):
     manifest = Manifest.load(directory)
     for precision in ("fp32", "fp16", "int8"):
         entry = manifest.artifact(f"trt-{precision}")
-        assert entry["file"] == f"model.{precision}.engine" and entry["kind"] == "engine"
-        assert entry["tensorrt"]["flavour"] in ("tensorrt", "tensorrt_rtx") and entry["tensorrt"]["version"]
-        assert entry["settings"]["profile"]["input"]["max"] == [2, 3, 128, 192]
-        assert entry["compute_capabilities"]
+        assert entry.file == f"model.{precision}.engine" and entry.kind == "engine"
+        assert entry.tensorrt.flavour in ("tensorrt", "tensorrt_rtx") and entry.tensorrt.version
+        assert entry.settings["profile"]["input"]["max"] == [2, 3, 128, 192]
+        assert entry.compute_capabilities
         manifest.verify(f"trt-{precision}")
-    assert manifest.artifact("trt-int8")["parent"] == "onnx-int8-trt"
-    assert manifest.artifact("trt-fp16")["parent"] == "onnx-fp16"
+    assert manifest.artifact("trt-int8").parent == "onnx-int8-trt"
+    assert manifest.artifact("trt-fp16").parent == "onnx-fp16"
 
 
 def test_failure_mid_build_leaves_no_file_and_earlier_artifacts_recorded(deploy, calib_dir, monkeypatch):
     from segdeploy.errors import SegdeployError
+    from segdeploy.manifest.records import DriftRecord
     from segdeploy.precision import graphs
 
     directory = deploy("static")
@@ -190,7 +191,7 @@ def test_failure_mid_build_leaves_no_file_and_earlier_artifacts_recorded(deploy,
         calls.append(candidate)
         if len(calls) == 2:  # FP16 measured fine; fail while measuring INT8
             raise SegdeployError("simulated failure")
-        return {"argmax_agreement": 1.0, "inputs": inputs, "batches": 0}
+        return DriftRecord(reference="onnx-fp32", inputs=inputs, batches=0)
 
     monkeypatch.setattr(graphs, "graph_drift", flaky)
     result = build(directory, "-p", "fp16", "-p", "int8", "--calib", calib_dir, "--calib-size", "4")

@@ -29,18 +29,18 @@ def test_best_compares_three_methods_on_held_out_images_and_writes_only_the_winn
     directory = deploy("static")
     out = json.loads(_build_best(cli, directory, calib_dir, "--json").stdout)
     entry = Manifest.load(directory).artifact("onnx-int8-ort")
-    comparison = entry["calibration"]["comparison"]
-    rows = comparison["rows"]
+    comparison = entry.calibration.comparison
+    rows = comparison.rows
     assert [r["method"] for r in rows] == list(CALIB_METHODS)
     assert all(r["calibration_seconds"] > 0 and not r["reused_cache"] for r in rows)
-    assert out["artifacts"][0]["calibration"]["comparison"] == comparison  # --json carries the table
+    assert out["artifacts"][0]["calibration"]["comparison"] == comparison.to_dict()  # --json carries the table
     best = max(r["argmax_agreement"] for r in rows)
-    picked = next(r for r in rows if r["method"] == comparison["picked"])
-    assert picked["argmax_agreement"] == best and entry["calibration"]["method"] == picked["method"]
+    picked = next(r for r in rows if r["method"] == comparison.picked)
+    assert picked["argmax_agreement"] == best and entry.calibration.method == picked["method"]
     # Judged on the 6 images calibration did not use (12 in the folder, 6 calibrated on).
     calibrated = set(select_images(calib_dir, 6).images)
     held_out = [p for p in sorted(calib_dir.iterdir()) if p not in calibrated]
-    assert len(held_out) == 6 and comparison["evaluated_on"].startswith("6 held-out images")
+    assert len(held_out) == 6 and comparison.evaluated_on.startswith("6 held-out images")
     # The written file is the winner: an independent measurement reproduces its row.
     manifest = Manifest.load(directory)
     measured = compare_graphs(manifest, manifest.verify("onnx-fp32"), {"int8": manifest.verify("onnx-int8-ort")},
@@ -55,16 +55,16 @@ def test_best_compares_three_methods_on_held_out_images_and_writes_only_the_winn
 def test_second_run_reuses_every_method_cache(cli, deploy, calib_dir):
     directory = deploy("static")
     _build_best(cli, directory, calib_dir)
-    first = Manifest.load(directory).artifact("onnx-int8-ort")["calibration"]["comparison"]
+    first = Manifest.load(directory).artifact("onnx-int8-ort").calibration.comparison
     caches = {p: p.stat().st_mtime_ns for p in directory.glob("calib-cache.*")}
     text = _build_best(cli, directory, calib_dir).stdout
-    second = Manifest.load(directory).artifact("onnx-int8-ort")["calibration"]["comparison"]
-    assert all(r["reused_cache"] for r in second["rows"])
+    second = Manifest.load(directory).artifact("onnx-int8-ort").calibration.comparison
+    assert all(r["reused_cache"] for r in second.rows)
     # The time each cache took to make is carried over from the build that made it.
-    assert [r["calibration_seconds"] for r in second["rows"]] == [r["calibration_seconds"] for r in first["rows"]]
+    assert [r["calibration_seconds"] for r in second.rows] == [r["calibration_seconds"] for r in first.rows]
     assert {p: p.stat().st_mtime_ns for p in directory.glob("calib-cache.*")} == caches
-    assert second["picked"] == first["picked"]
-    assert [r["argmax_agreement"] for r in second["rows"]] == [r["argmax_agreement"] for r in first["rows"]]
+    assert second.picked == first.picked
+    assert [r["argmax_agreement"] for r in second.rows] == [r["argmax_agreement"] for r in first.rows]
     for method in CALIB_METHODS:  # the printed table: one row per method, cached
         assert any(line.split()[:1] == [method] and "cached" in line for line in text.splitlines()), text
     assert "<- picked" in text
@@ -76,8 +76,8 @@ def test_tensorrt_target_gets_the_comparison_too(deploy, calib_dir):
                              BuildOptions(calib=calib_dir, calib_size=6, graph_only=True, quant=QuantOptions(method="best")))
     entry = Manifest.load(directory).artifact("onnx-int8-trt")
     assert [a["name"] for a in result.artifacts] == ["onnx-int8-trt"]
-    assert entry["settings"]["extra_options"]["ActivationSymmetric"] is True
-    assert len(entry["calibration"]["comparison"]["rows"]) == 3
+    assert entry.settings["extra_options"]["ActivationSymmetric"] is True
+    assert len(entry.calibration.comparison.rows) == 3
     assert not (directory / "model.int8-ort.onnx").exists()
 
 
@@ -132,8 +132,8 @@ def test_too_few_held_out_images_for_one_batch_falls_back_and_says_so(tmp_path):
     directory = export_unet(tmp_path / "b2", shape=(2, 3, 64, 96))
     calib = write_images(tmp_path / "c", 5)
     build_artifacts(directory, ["int8"], "onnxruntime", BuildOptions(calib=calib, calib_size=4, quant=QuantOptions(method="best")))
-    comparison = Manifest.load(directory).artifact("onnx-int8-ort")["calibration"]["comparison"]
-    assert comparison["evaluated_on"].startswith("the 4 calibration images themselves") and "fewer than one batch" in comparison["evaluated_on"]
+    comparison = Manifest.load(directory).artifact("onnx-int8-ort").calibration.comparison
+    assert comparison.evaluated_on.startswith("the 4 calibration images themselves") and "fewer than one batch" in comparison.evaluated_on
 
 
 def test_best_on_a_fused_argmax_export_compares_class_maps(tmp_path):
@@ -155,14 +155,14 @@ def test_best_on_a_fused_argmax_export_compares_class_maps(tmp_path):
                                classes_file=calib / "classes.json", fusion=Fusion(preprocess=True, argmax=True)))
     build_artifacts(directory, ["int8"], "onnxruntime",
                     BuildOptions(calib=calib, calib_size=8, quant=QuantOptions(method="best")))
-    comparison = Manifest.load(directory).artifact("onnx-int8-ort")["calibration"]["comparison"]
-    picked = next(r for r in comparison["rows"] if r["method"] == comparison["picked"])
+    comparison = Manifest.load(directory).artifact("onnx-int8-ort").calibration.comparison
+    picked = next(r for r in comparison.rows if r["method"] == comparison.picked)
     assert picked["max_rel_error"] is None  # class maps: no logits to compare
     val = (calib / "splits" / "val.txt").read_text().split()
     calibrated = {p.stem for p in select_images(calib, 8).images}
     stems = [s for s in val if s not in calibrated]
     stems = [stems[i] for i in sorted(set(np.linspace(0, len(stems) - 1, 32).round().astype(int)))]
-    assert comparison["evaluated_on"].startswith(f"{len(stems)} val images")
+    assert comparison.evaluated_on.startswith(f"{len(stems)} val images")
     canvases = [np.asarray(Image.open(calib / "images" / f"{s}.jpg").convert("RGB").resize((128, 96), Image.BILINEAR))
                 for s in stems]
     maps = {}

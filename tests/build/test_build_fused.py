@@ -70,9 +70,9 @@ def test_fp16_and_int8_keep_fused_io_and_float_preprocessing(fused_deploy, calib
     want = (onnx.TensorProto.UINT8, onnx.TensorProto.INT32 if key == "both" else onnx.TensorProto.FLOAT)
     for name in ("onnx-fp16", "onnx-int8-ort"):
         assert _io_types(manifest.path_of(name)) == want, name
-        parity = manifest.artifact(name)["parity"]
-        assert parity["batches"] >= 1 and parity["min_argmax_agreement"] >= 0.9, (name, parity)
-        assert ("compared" in parity) == (key == "both")
+        parity = manifest.artifact(name).parity
+        assert parity.batches >= 1 and parity.min_argmax_agreement >= 0.9, (name, parity)
+        assert (parity.compared is not None) == (key == "both")
     assert {a["name"] for a in result.artifacts} >= {"onnx-fp16", "onnx-int8-ort"}
     int8 = onnx.load(str(manifest.path_of("onnx-int8-ort")))
     quantized = {n.input[0] for n in int8.graph.node if n.op_type == "QuantizeLinear"}
@@ -105,12 +105,12 @@ def test_tensorrt_rtx_builds_fused_fp32_engine(fused_deploy, key):
     directory = fused_deploy(key)
     build_artifacts(directory, ["fp32"], "tensorrt", BuildOptions())
     entry = Manifest.load(directory).artifact("trt-fp32")
-    inputs, outputs = entry["inputs"], entry["outputs"]
+    inputs, outputs = entry.inputs, entry.outputs
     fusion = FUSIONS[key]
-    assert inputs[0]["shape"] == ([1, H, W, 3] if fusion.preprocess else [1, 3, H, W])
-    assert inputs[0]["dtype"] == ("uint8" if fusion.preprocess else "float32")
-    assert outputs[0]["dtype"] == ("int32" if fusion.argmax else "float32")
-    assert outputs[0]["shape"] == ([1, H, W] if fusion.argmax else [1, 5, H, W])
+    assert inputs[0].shape == ([1, H, W, 3] if fusion.preprocess else [1, 3, H, W])
+    assert inputs[0].dtype == ("uint8" if fusion.preprocess else "float32")
+    assert outputs[0].dtype == ("int32" if fusion.argmax else "float32")
+    assert outputs[0].shape == ([1, H, W] if fusion.argmax else [1, 5, H, W])
 
 
 @pytest.mark.trt
@@ -121,6 +121,6 @@ def test_tensorrt_rtx_builds_fused_int8_engine_with_nhwc_profile(fused_deploy, c
                            max_shapes={"input": (2, 128, 192, 3)})
     build_artifacts(directory, ["int8"], "tensorrt", options)
     entry = Manifest.load(directory).artifact("trt-int8")
-    assert entry["parent"] == "onnx-int8-trt"
-    assert entry["settings"]["profile"]["input"] == {"min": [1, 64, 96, 3], "opt": [1, H, W, 3], "max": [2, 128, 192, 3]}
-    assert entry["inputs"][0]["dtype"] == "uint8" and entry["outputs"][0]["dtype"] == "int32"
+    assert entry.parent == "onnx-int8-trt"
+    assert entry.settings["profile"]["input"] == {"min": [1, 64, 96, 3], "opt": [1, H, W, 3], "max": [2, 128, 192, 3]}
+    assert entry.inputs[0].dtype == "uint8" and entry.outputs[0].dtype == "int32"

@@ -11,6 +11,7 @@ from segdeploy.backends.onnxruntime import OrtRunner, available_providers, resol
 from segdeploy.backends.tensorrt.device import gpu_info
 from segdeploy.backends.tensorrt.flavour import Flavour
 from segdeploy.backends.tensorrt.runner import TrtRunner, check_compatible, invalidity_reasons
+from segdeploy.manifest.records import Artifact
 from segdeploy.errors import SegdeployError
 
 from build_helpers import requires_tensorrt
@@ -65,7 +66,10 @@ RTX4090 = {"name": "RTX 4090", "compute_capability": "8.9"}
 
 
 def _record(flavour="tensorrt_rtx", version="1.7.1.116", **extra):
-    return {"tensorrt": {"flavour": flavour, "version": version}, **extra}
+    """An engine's manifest entry, as the compatibility check reads it."""
+    return Artifact.from_dict({"file": "model.fp32.engine", "sha256": "0" * 64, "bytes": 1, "created": "2025-01-01",
+                               "kind": "engine", "precision": "fp32", "backend": "tensorrt",
+                               "tensorrt": {"flavour": flavour, "version": version}, **extra})
 
 
 def test_compat_other_flavour_is_refused_with_both_named():
@@ -78,7 +82,7 @@ def test_compat_other_version_refused_unless_version_compatible():
     record = _record("tensorrt", "10.1.0", built_on_gpu=ORIN, builder_flags=[])
     with pytest.raises(SegdeployError, match="10.1.0"):
         check_compatible(record, TRT10, ORIN, "rebuild")
-    record["builder_flags"] = ["VERSION_COMPATIBLE"]
+    record.builder_flags = ["VERSION_COMPATIBLE"]
     check_compatible(record, TRT10, ORIN, "rebuild")  # newer 10.x loads a version-compatible 10.1 engine
 
 
@@ -86,7 +90,7 @@ def test_compat_other_gpu_refused():
     record = _record("tensorrt", "10.3.0", built_on_gpu=ORIN)
     with pytest.raises(SegdeployError, match=r"targets compute capability 8\.7; this GPU \(RTX 4090\) is 8\.9"):
         check_compatible(record, TRT10, RTX4090, "rebuild")
-    record["hardware_compatibility_level"] = "ampere_plus"
+    record.hardware_compatibility_level = "ampere_plus"
     check_compatible(record, TRT10, RTX4090, "rebuild")
 
 

@@ -14,7 +14,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from segdeploy.backends.tensorrt.builder import EngineOptions, build_engine
-from segdeploy.build import BuildOptions, build_artifacts, build_engine_artifact
+from segdeploy.backends.tensorrt.artifact import build_engine_artifact
+from segdeploy.build import BuildOptions, build_artifacts
 from segdeploy.errors import SegdeployError
 from segdeploy.manifest import Manifest
 from segdeploy.models import get_spec, list_specs
@@ -78,7 +79,7 @@ def _check_engine(directory, precision):
     entry = manifest.artifact(f"trt-{precision}")
     path = manifest.verify(f"trt-{precision}")
     assert path.stat().st_size > 10_000  # a real serialized engine, not an empty file
-    assert entry["inputs"][0]["name"] == "input" and entry["outputs"][0]["name"] == "logits"
+    assert entry.inputs[0].name == "input" and entry.outputs[0].name == "logits"
     return entry
 
 
@@ -87,7 +88,7 @@ def test_fp32_engine_for_every_architecture(name, exports, tmp_path):
     directory = _copy(exports(name, dynamic=False), tmp_path)
     build_artifacts(directory, ["fp32"], "tensorrt", BuildOptions())
     entry = _check_engine(directory, "fp32")
-    assert entry["inputs"][0]["shape"] == list(_tiny_shape(name))
+    assert entry.inputs[0].shape == list(_tiny_shape(name))
 
 
 @pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
@@ -102,7 +103,7 @@ def test_fp16_and_int8_engines(name, dynamic, exports, tmp_path, calib_dir):
     build_artifacts(directory, ["fp16", "int8"], "tensorrt", options)
     for precision in ("fp16", "int8"):
         entry = _check_engine(directory, precision)
-        profile = entry["settings"]["profile"]
+        profile = entry.settings["profile"]
         assert bool(profile) == dynamic
         if dynamic:
             assert profile["input"]["max"][0] == 2
@@ -139,7 +140,7 @@ def test_builder_settings_recorded(exports, tmp_path):
     engine = EngineOptions(workspace_mib=256, builder_optimization_level=1, hardware_compatibility_level="ampere_plus",
                            compute_capabilities=["86", "89"], timing_cache=tmp_path / "timing.cache")
     result = build_artifacts(directory, ["fp32"], "tensorrt", BuildOptions(engine=engine))
-    settings = Manifest.load(directory).artifact("trt-fp32")["settings"]
+    settings = Manifest.load(directory).artifact("trt-fp32").settings
     assert settings["workspace_mib"] == 256 and settings["builder_optimization_level"] == 1
     assert settings["hardware_compatibility_level"] == "ampere_plus"
     if settings["tensorrt"]["flavour"] == "tensorrt_rtx":

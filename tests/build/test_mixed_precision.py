@@ -30,31 +30,31 @@ def build(directory, outlier_images, *extra):
 
 
 def _record(directory, artifact="onnx-int8-ort"):
-    return Manifest.load(directory).artifact(artifact)["mixed_precision"]
+    return Manifest.load(directory).artifact(artifact).mixed_precision
 
 
 def test_fallback_meets_the_budget_naive_int8_misses_with_fewer_float_layers(outlier, outlier_images):
     result = build(outlier, outlier_images, "--max-miou-drop", BUDGET)
     assert result.exit_code == 0, result.output
     record = _record(outlier)
-    assert record["naive"]["drop"] > float(BUDGET)
-    assert record["final"]["drop"] <= float(BUDGET)
-    assert 0 < len(record["kept_float"]) < record["quantized_nodes"]
-    assert record["kept_float"][0] == "/model/head/Conv"  # the reader of the outlier tensor ranks first
-    assert not record["eval"]["labelled"]
-    assert 0 < record["drop_standard_error"] < float(BUDGET) / 2  # the budget is well above the noise: no warning
+    assert record.naive["drop"] > float(BUDGET)
+    assert record.final["drop"] <= float(BUDGET)
+    assert 0 < len(record.kept_float) < record.quantized_nodes
+    assert record.kept_float[0] == "/model/head/Conv"  # the reader of the outlier tensor ranks first
+    assert not record.eval["labelled"]
+    assert 0 < record.drop_standard_error < float(BUDGET) / 2  # the budget is well above the noise: no warning
     assert "evaluation noise" not in result.stderr
-    assert Manifest.load(outlier).artifact("onnx-int8-ort")["calibration"]["reused_cache"] is False  # calibrated here
+    assert Manifest.load(outlier).artifact("onnx-int8-ort").calibration.reused_cache is False  # calibrated here
     # the recorded graph is the mixed one: the kept node reads a float tensor, not a DequantizeLinear
     graph = onnx.load(str(outlier / "model.int8-ort.onnx")).graph
     producers = {o: n.op_type for n in graph.node for o in n.output}
     head = next(n for n in graph.node if n.name == "/model/head/Conv")
     assert all(producers.get(i) != "DequantizeLinear" for i in head.input)
     assert any(n.op_type == "QuantizeLinear" for n in graph.node)  # still an INT8 graph
-    lat = record["latency_ms"]
+    lat = record.latency_ms
     assert lat["fp32"] > 0 and lat["naive_int8"] > 0 and lat["mixed_int8"] > 0
     summary = json.loads(result.stdout)
-    assert summary["artifacts"][-1]["mixed_precision"]["kept_float"] == record["kept_float"]
+    assert summary["artifacts"][-1]["mixed_precision"]["kept_float"] == record.kept_float
 
 
 def test_the_search_is_deterministic(outlier, outlier_images, tmp_path):
@@ -62,14 +62,14 @@ def test_the_search_is_deterministic(outlier, outlier_images, tmp_path):
     first = _record(outlier)
     assert build(outlier, outlier_images, "--max-miou-drop", BUDGET).exit_code == 0
     second = _record(outlier)
-    assert first["kept_float"] == second["kept_float"] and first["trace"] == second["trace"]
+    assert first.kept_float == second.kept_float and first.trace == second.trace
 
 
 def test_naive_int8_within_budget_keeps_nothing_in_float(outlier, outlier_images):
     result = build(outlier, outlier_images, "--max-miou-drop", "100")
     assert result.exit_code == 0, result.output
     record = _record(outlier)
-    assert record["kept_float"] == [] and record["final"] == record["naive"]
+    assert record.kept_float == [] and record.final == record.naive
 
 
 def test_impossible_budget_is_one_line_and_leaves_no_artifact(outlier, outlier_images):
@@ -97,7 +97,7 @@ def test_default_eval_set_is_the_calibration_images_with_a_warning(outlier, outl
     result = runner.invoke(app, ["build", str(outlier), "-p", "int8", "--calib", str(calib), "--max-miou-drop", BUDGET])
     assert result.exit_code == 0, result.output
     assert "optimistic" in result.stderr
-    assert "calibration images; no --eval-data given" in _record(outlier)["eval"]["description"]
+    assert "calibration images; no --eval-data given" in _record(outlier).eval["description"]
 
 
 @requires_tensorrt
@@ -106,11 +106,11 @@ def test_tensorrt_rtx_builds_the_mixed_graph(outlier, outlier_images):
     result = build(outlier, outlier_images, "--max-miou-drop", BUDGET, "--backend", "tensorrt")
     assert result.exit_code == 0, result.output
     manifest = Manifest.load(outlier)
-    record = manifest.artifact("onnx-int8-trt")["mixed_precision"]
-    assert record["final"]["drop"] <= float(BUDGET) < record["naive"]["drop"]
-    assert 0 < len(record["kept_float"]) < record["quantized_nodes"]
+    record = manifest.artifact("onnx-int8-trt").mixed_precision
+    assert record.final["drop"] <= float(BUDGET) < record.naive["drop"]
+    assert 0 < len(record.kept_float) < record.quantized_nodes
     engine = manifest.artifact("trt-int8")
-    assert engine["parent"] == "onnx-int8-trt"
+    assert engine.parent == "onnx-int8-trt"
     manifest.verify("trt-int8")
 
 
@@ -122,7 +122,7 @@ def test_bench_report_carries_the_evidence(outlier, outlier_images):
     assert result.exit_code == 0, result.output
     report = json.loads((outlier / "bench" / "bench.json").read_text())
     evidence = report["targets"]["onnx-int8-ort"]["mixed_precision"]
-    assert evidence["kept_float"] == _record(outlier)["kept_float"] and evidence["kept_float"]
+    assert evidence["kept_float"] == _record(outlier).kept_float and evidence["kept_float"]
     markdown = (outlier / "bench" / "bench.md").read_text()
     assert "onnx-int8-ort: INT8 within a budget" in markdown
     assert f"in float: {evidence['kept_float'][0]}" in markdown
@@ -143,10 +143,10 @@ def test_labelled_default_eval_set_reproduces_the_demo_models_val_miou(tmp_path)
     result = runner.invoke(app, ["build", str(directory), "-p", "int8", "--max-miou-drop", "0.5", "--calib-size", "40"])
     assert result.exit_code == 0, result.output
     record = _record(directory)
-    assert record["eval"]["labelled"] and record["eval"]["images"] == 40
-    assert "val split" in record["eval"]["description"]
-    assert abs(record["fp32_miou"] - demo["val_miou"]) < 0.05
-    assert record["final"]["drop"] <= 0.5
+    assert record.eval["labelled"] and record.eval["images"] == 40
+    assert "val split" in record.eval["description"]
+    assert abs(record.fp32_miou - demo["val_miou"]) < 0.05
+    assert record.final["drop"] <= 0.5
 
 
 def test_budget_search_on_a_fused_export(outlier_images, tmp_path):
@@ -163,8 +163,8 @@ def test_budget_search_on_a_fused_export(outlier_images, tmp_path):
     result = build(out, outlier_images, "--max-miou-drop", BUDGET)
     assert result.exit_code == 0, result.output
     record = _record(out)
-    assert record["naive"]["drop"] > float(BUDGET) >= record["final"]["drop"]
-    assert 0 < len(record["kept_float"]) < record["quantized_nodes"]
+    assert record.naive["drop"] > float(BUDGET) >= record.final["drop"]
+    assert 0 < len(record.kept_float) < record.quantized_nodes
     graph = onnx.load(str(out / "model.int8-ort.onnx")).graph
     assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
     assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.INT32
