@@ -42,7 +42,7 @@ def main() -> None:
 
 def _compare(call, args) -> tuple[list[float], list[float]]:
     """Alternate a bare loop (one clock pair around it) and the harness, `args.rounds` times."""
-    from segdeploy.bench.latency import time_calls
+    from segdeploy.timing import time_calls
 
     bare, harness = [], []
     for _ in range(args.rounds):

@@ -5,7 +5,7 @@
         [--aspp-weights /work/runs/aspp/best.pth] [--camvid-limit 50]
 
 For each model: export (or reuse) a deploy directory under --work, then
-`build --precision int8 --max-miou-drop B` for each budget (onnxruntime target), and print
+`build --precision int8 --miou-budget B` for each budget (onnxruntime target), and print
 naive ΔmIoU, the mixed graph's ΔmIoU, the layers kept in float and onnxruntime latency
 (median ms, one batch, FP32 / naive INT8 / mixed). Models:
 

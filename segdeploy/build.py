@@ -95,8 +95,8 @@ def _check_request(precisions: list[str], backend_name: str, options: BuildOptio
         raise UsageError(f"{', '.join(trt_only)} only apply to --backend tensorrt")
     check_budget(options.budget, precisions)
     if options.budget is not None and options.quant.method == "best":
-        raise UsageError("--calib-method best and --max-miou-drop are two steps, not one build",
-                         "run `--calib-method best` first, then --max-miou-drop with the method it picked")
+        raise UsageError("--calib-method best and --miou-budget are two steps, not one build",
+                         "run `--calib-method best` first, then --miou-budget with the method it picked")
     if backend_name != "onnxruntime" and options.ort_optimize:
         raise UsageError("--ort-optimize only applies to --backend onnxruntime")
     return list(dict.fromkeys(precisions))  # keep order, drop repeats

@@ -5,9 +5,16 @@
 * `names`: every artifact name and file;
 * `schema`: the JSON ↔ record conversion with type checks.
 
-See docs/design.md, "The deploy directory".
+See docs/design.md, "The deploy directory". The names below load `store` on first use, so
+importing `segdeploy.manifest.names` (the CLI does, for its choices) stays light.
 """
 
-from segdeploy.manifest.store import FILENAME, SCHEMA, SCHEMA_VERSION, Manifest, now_iso, tool_versions
-
 __all__ = ["FILENAME", "SCHEMA", "SCHEMA_VERSION", "Manifest", "now_iso", "tool_versions"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from segdeploy.manifest import store
+
+        return getattr(store, name)
+    raise AttributeError(f"module 'segdeploy.manifest' has no attribute {name!r}")

@@ -44,7 +44,7 @@ def tool_versions(*modules: str) -> dict[str, str]:
     """Versions of the named packages that are importable (lazy: only imports what is asked)."""
     import importlib
 
-    from segdeploy import __version__
+    from segdeploy.version import __version__
 
     versions = {"segdeploy": __version__, "python": platform.python_version()}
     for name in modules:

@@ -6,7 +6,7 @@ The preprocessed batches are kept in memory: a precision search runs a dozen gra
 same images, and decoding/resizing them each time would cost more than the inference.
 
 Drift is always reported as a **drop in mIoU points** relative to the FP32 graph evaluated
-the same way, so one budget (`--max-miou-drop`) means the same thing for both kinds of data.
+the same way, so one budget (`build --miou-budget`) means the same thing for both kinds of data.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class EvalSet:
             dataset, what = open_dataset(calib_folder, labels=False), f"{calib_folder} (calibration images; no --eval-data given)"
             warning = "evaluating on the calibration images themselves is optimistic; pass --eval-data with held-out images"
         else:
-            raise UsageError("--max-miou-drop needs evaluation images: pass --eval-data DIR")
+            raise UsageError("--miou-budget needs evaluation images: pass --eval-data DIR")
         _check_class_count(dataset, manifest, data or calib_folder)
         return cls.from_dataset(manifest, dataset, what, limit, warning)
 

@@ -90,9 +90,9 @@ def _batches(manifest: Manifest, name: str, data: Path | None, count: int):
 def write_plot(rows: list[dict], path: Path, title: str) -> Path:
     """Horizontal bars per tensor (dB, higher is better), worst at the top: its worst channel, the whole
     tensor, and the whole tensor vs FP32."""
-    from segdeploy.bench.plots import _pyplot, _save
+    from segdeploy.plotting import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     labels = [f"{r['kind'][0]}: {_short(r['tensor'])}" for r in rows]
     series = [("worst_channel_sqnr_db", "worst channel (the sort key)"), ("sqnr_db", "whole tensor, the pair's own error"),
               ("sqnr_vs_fp32_db", "whole tensor vs FP32 (all error so far)")]
@@ -105,7 +105,7 @@ def write_plot(rows: list[dict], path: Path, title: str) -> Path:
     axis.set_xlabel("SQNR (dB)")
     axis.set_title(title, fontsize=9)
     axis.legend(fontsize=7, loc="lower right")
-    return _save(plt, figure, path)
+    return save_figure(plt, figure, path)
 
 
 def _short(name: str, width: int = 48) -> str:

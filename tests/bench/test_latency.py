@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segdeploy.bench.latency import summarize, time_calls
+from segdeploy.timing import summarize, time_calls
 from segdeploy.errors import UsageError
 
 
@@ -58,7 +58,7 @@ def test_bad_arguments():
 
 
 def test_interleaved_rounds_rotate_order_and_split_iterations():
-    from segdeploy.bench.latency import time_interleaved
+    from segdeploy.timing import time_interleaved
 
     clock = FakeClock([1.0])
     order: list[str] = []
@@ -86,7 +86,7 @@ def test_on_sample_runs_after_timed_calls_only():
 
 def test_bench_reports_device_phases_of_gpu_runners():
     """A runner exposing CUDA-event times (as TrtRunner does) gets an H2D/compute/D2H breakdown."""
-    from segdeploy.bench.run import device_breakdown
+    from segdeploy.bench.benchmark import device_breakdown
 
     timings = [{"h2d": 0.5, "compute": 4.0 + i, "d2h": 0.25} for i in range(5)]
     breakdown = device_breakdown(timings, batch=1)
@@ -97,7 +97,7 @@ def test_bench_reports_device_phases_of_gpu_runners():
 def test_latency_keeps_device_times_of_timed_calls_only():
     from types import SimpleNamespace
 
-    from segdeploy.bench.run import BenchOptions, _latency
+    from segdeploy.bench.benchmark import BenchOptions, _latency
     from segdeploy.graph_spec import GraphSpec
     from segdeploy.preprocess import Preprocess
 

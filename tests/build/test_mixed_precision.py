@@ -1,4 +1,4 @@
-"""`build --precision int8 --max-miou-drop`: the fallback meets a budget naive INT8 misses.
+"""`build --precision int8 --miou-budget`: the fallback meets a budget naive INT8 misses.
 
 The model (outlier_model.py) has one activation whose channel 0 is 1000x the others: naive
 INT8 collapses the other channels and loses most of its agreement with FP32. Evaluation is on
@@ -34,7 +34,7 @@ def _record(directory, artifact="onnx-int8-ort"):
 
 
 def test_fallback_meets_the_budget_naive_int8_misses_with_fewer_float_layers(outlier, outlier_images):
-    result = build(outlier, outlier_images, "--max-miou-drop", BUDGET)
+    result = build(outlier, outlier_images, "--miou-budget", BUDGET)
     assert result.exit_code == 0, result.output
     record = _record(outlier)
     assert record.naive["drop"] > float(BUDGET)
@@ -58,43 +58,43 @@ def test_fallback_meets_the_budget_naive_int8_misses_with_fewer_float_layers(out
 
 
 def test_the_search_is_deterministic(outlier, outlier_images, tmp_path):
-    assert build(outlier, outlier_images, "--max-miou-drop", BUDGET).exit_code == 0
+    assert build(outlier, outlier_images, "--miou-budget", BUDGET).exit_code == 0
     first = _record(outlier)
-    assert build(outlier, outlier_images, "--max-miou-drop", BUDGET).exit_code == 0
+    assert build(outlier, outlier_images, "--miou-budget", BUDGET).exit_code == 0
     second = _record(outlier)
     assert first.kept_float == second.kept_float and first.trace == second.trace
 
 
 def test_naive_int8_within_budget_keeps_nothing_in_float(outlier, outlier_images):
-    result = build(outlier, outlier_images, "--max-miou-drop", "100")
+    result = build(outlier, outlier_images, "--miou-budget", "100")
     assert result.exit_code == 0, result.output
     record = _record(outlier)
     assert record.kept_float == [] and record.final == record.naive
 
 
 def test_impossible_budget_is_one_line_and_leaves_no_artifact(outlier, outlier_images):
-    result = build(outlier, outlier_images, "--max-miou-drop", "0")
+    result = build(outlier, outlier_images, "--miou-budget", "0")
     assert result.exit_code == 1
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    assert "cannot meet --max-miou-drop 0.0" in lines[-1] and "Traceback" not in result.output
+    assert "cannot meet --miou-budget 0.0" in lines[-1] and "Traceback" not in result.output
     assert "below twice the evaluation noise" in result.stderr  # a zero budget is below any image-to-image noise
     assert not (outlier / "model.int8-ort.onnx").exists()
     assert "onnx-int8-ort" not in Manifest.load(outlier).artifacts
 
 
 def test_budget_needs_int8_and_a_non_negative_number(outlier, outlier_images):
-    result = runner.invoke(app, ["build", str(outlier), "-p", "fp16", "--max-miou-drop", "1"])
-    assert result.exit_code != 0 and "--max-miou-drop applies to --precision int8" in result.stderr
-    result = build(outlier, outlier_images, "--max-miou-drop", "-1")
+    result = runner.invoke(app, ["build", str(outlier), "-p", "fp16", "--miou-budget", "1"])
+    assert result.exit_code != 0 and "--miou-budget applies to --precision int8" in result.stderr
+    result = build(outlier, outlier_images, "--miou-budget", "-1")
     assert result.exit_code != 0 and ">= 0" in result.stderr
     result = build(outlier, outlier_images)  # --eval-data without a budget
-    assert result.exit_code != 0 and "only apply with --max-miou-drop" in result.stderr
+    assert result.exit_code != 0 and "only apply with --miou-budget" in result.stderr
     assert "onnx-int8-ort" not in Manifest.load(outlier).artifacts
 
 
 def test_default_eval_set_is_the_calibration_images_with_a_warning(outlier, outlier_images):
     calib, _ = outlier_images
-    result = runner.invoke(app, ["build", str(outlier), "-p", "int8", "--calib", str(calib), "--max-miou-drop", BUDGET])
+    result = runner.invoke(app, ["build", str(outlier), "-p", "int8", "--calib", str(calib), "--miou-budget", BUDGET])
     assert result.exit_code == 0, result.output
     assert "optimistic" in result.stderr
     assert "calibration images; no --eval-data given" in _record(outlier).eval["description"]
@@ -103,7 +103,7 @@ def test_default_eval_set_is_the_calibration_images_with_a_warning(outlier, outl
 @requires_tensorrt
 @pytest.mark.trt
 def test_tensorrt_rtx_builds_the_mixed_graph(outlier, outlier_images):
-    result = build(outlier, outlier_images, "--max-miou-drop", BUDGET, "--backend", "tensorrt")
+    result = build(outlier, outlier_images, "--miou-budget", BUDGET, "--backend", "tensorrt")
     assert result.exit_code == 0, result.output
     manifest = Manifest.load(outlier)
     record = manifest.artifact("onnx-int8-trt").mixed_precision
@@ -116,7 +116,7 @@ def test_tensorrt_rtx_builds_the_mixed_graph(outlier, outlier_images):
 
 def test_bench_report_carries_the_evidence(outlier, outlier_images):
     calib, evaluation = outlier_images
-    assert build(outlier, outlier_images, "--max-miou-drop", BUDGET).exit_code == 0
+    assert build(outlier, outlier_images, "--miou-budget", BUDGET).exit_code == 0
     result = runner.invoke(app, ["bench", str(outlier), "--data", str(evaluation), "--iterations", "2", "--warmup", "1",
                                  "--rounds", "1", "--no-plots", "-a", "onnx-int8-ort"])
     assert result.exit_code == 0, result.output
@@ -140,7 +140,7 @@ def test_labelled_default_eval_set_reproduces_the_demo_models_val_miou(tmp_path)
     export_model(ExportRequest(source="unet", out_dir=directory, weights=REPO / "calib" / "demo" / "best.pth",
                                num_classes=6, model_kwargs=demo["model_kwargs"], input_shape=tuple(demo["input_shape"]),
                                classes_file=REPO / "calib" / "classes.json"))
-    result = runner.invoke(app, ["build", str(directory), "-p", "int8", "--max-miou-drop", "0.5", "--calib-size", "40"])
+    result = runner.invoke(app, ["build", str(directory), "-p", "int8", "--miou-budget", "0.5", "--calib-size", "40"])
     assert result.exit_code == 0, result.output
     record = _record(directory)
     assert record.eval["labelled"] and record.eval["images"] == 40
@@ -160,7 +160,7 @@ def test_budget_search_on_a_fused_export(outlier_images, tmp_path):
     out = tmp_path / "fused"
     export_model(ExportRequest(source=source, out_dir=out, num_classes=3, input_shape=(1, 3, 64, 96),
                                fusion=Fusion(True, True)))
-    result = build(out, outlier_images, "--max-miou-drop", BUDGET)
+    result = build(out, outlier_images, "--miou-budget", BUDGET)
     assert result.exit_code == 0, result.output
     record = _record(out)
     assert record.naive["drop"] > float(BUDGET) >= record.final["drop"]
@@ -168,3 +168,12 @@ def test_budget_search_on_a_fused_export(outlier_images, tmp_path):
     graph = onnx.load(str(out / "model.int8-ort.onnx")).graph
     assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
     assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.INT32
+
+
+def test_old_spelling_on_build_is_the_budget_with_a_deprecation_line(outlier):
+    result = runner.invoke(app, ["build", str(outlier), "-p", "fp16", "--max-miou-drop", "1"])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and lines[0].startswith("warning: build --max-miou-drop is deprecated: use --miou-budget")
+    assert "--miou-budget applies to --precision int8" in lines[-1]
+    result = runner.invoke(app, ["build", str(outlier), "-p", "int8", "--max-miou-drop", "1", "--miou-budget", "1"])
+    assert result.exit_code == 2 and "give --miou-budget only" in result.stderr

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from segdeploy.atomic import atomic_path
-from segdeploy.bench.latency import summarize
+from segdeploy.timing import summarize
 from segdeploy.data import IMAGE_SUFFIXES, find_images
 from segdeploy.errors import SegdeployError
 from segdeploy.preprocess import load_rgb

@@ -1,4 +1,5 @@
-"""Every message goes through here: progress and errors on stderr, results on stdout (human or --json)."""
+"""Every message of the CLI goes through here: progress, warnings and errors on stderr, results on
+stdout (human, rendered by `segdeploy.render`, or --json)."""
 
 from __future__ import annotations
 
@@ -79,6 +80,11 @@ def quiet_library_warnings() -> None:
         import warnings
 
         warnings.simplefilter("ignore")
+
+
+def warn(message: str) -> None:
+    """A warning the library reports (its `warn` callback): one line on stderr."""
+    stderr.print(f"[yellow]warning:[/] {message}", highlight=False)
 
 
 def emit(data: Any, as_json: bool, render: Callable[[], None]) -> None:

@@ -1,4 +1,4 @@
-"""`segdeploy run`: the Typer command (parse → `segment_inputs` → render)."""
+"""`segdeploy run`: parse → `segment_inputs` → render."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from segdeploy.console import emit, stderr, stdout, user_errors
+from segdeploy.cli.console import emit, stderr, stdout, user_errors
+from segdeploy.cli.options import JsonOption, ThreadsOption
 
 
 def run_command(
@@ -15,14 +16,15 @@ def run_command(
     inputs: Annotated[list[Path], typer.Argument(help="Images, folders of images, or video files.")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Where overlays and class maps go.")] = Path("segmented"),
     artifact: Annotated[Optional[str], typer.Option(help="Artifact to run (default: the best that runs here).")] = None,
-    threads: Annotated[Optional[int], typer.Option(min=1, help="Intra-op threads (onnxruntime).")] = None,
+    threads: ThreadsOption = None,
     alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Overlay opacity.")] = 0.5,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Segment images, folders or a video: colourised overlays + raw class maps, and a timing summary."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from segdeploy.run import segment_inputs
+    from segdeploy.render import run_text
+    from segdeploy.segment import segment_inputs
 
     with user_errors():
         progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed} frames"),
@@ -33,8 +35,4 @@ def run_command(
                                     on_frame=lambda name: progress.update(task, advance=1, description=name))
         summary = {"artifact": result.artifact, "frames": result.frames, "out_dir": str(result.out_dir),
                    "latency_ms": result.latency}
-        lat = result.latency
-        emit(summary, as_json, lambda: stdout.print(
-            f"segmented {result.frames} frame(s) with {result.artifact} → {result.out_dir}\n"
-            f"latency per frame (preprocess + inference + argmax + resize): median {lat['median']:.2f} ms, "
-            f"p90 {lat['p90']:.2f} ms, max {lat['max']:.2f} ms", highlight=False))
+        emit(summary, as_json, lambda: stdout.print(run_text(summary), highlight=False))

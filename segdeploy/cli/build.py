@@ -1,36 +1,14 @@
-"""`segdeploy build`: the Typer command (parse options → `build_artifacts` → render).
-
-Registered in cli.py with `app.command("build")(build_command)`.
-"""
+"""`segdeploy build`: parse options → `build_artifacts` → render."""
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from segdeploy.console import Steps, emit, stderr, stdout, user_errors
-
-
-class Precision(str, Enum):
-    fp32 = "fp32"
-    fp16 = "fp16"
-    int8 = "int8"
-
-
-class Backend(str, Enum):
-    onnxruntime = "onnxruntime"
-    tensorrt = "tensorrt"
-
-
-class CalibMethod(str, Enum):
-    minmax = "minmax"
-    entropy = "entropy"
-    percentile = "percentile"
-    best = "best"
-
+from segdeploy.cli.console import Steps, emit, stderr, stdout, user_errors, warn
+from segdeploy.cli.options import Backend, CalibMethod, DeployDir, JsonOption, Precision, names
 
 TRT = "TensorRT"
 CALIB = "Calibration (INT8)"
@@ -38,7 +16,7 @@ BUDGET = "INT8 within an mIoU budget"
 
 
 def build_command(
-    deploy_dir: Annotated[Path, typer.Argument(help="Deploy directory made by `segdeploy export`.")],
+    deploy_dir: DeployDir,
     precision: Annotated[list[Precision], typer.Option("--precision", "-p", help="fp32, fp16 or int8; repeat for several.")],
     backend: Annotated[Backend, typer.Option(help="Runtime to build for.")] = Backend.onnxruntime,
     calib: Annotated[Optional[Path], typer.Option(help="Calibration image folder (or dataset with images/) (default: the project's calib/).", rich_help_panel=CALIB)] = None,
@@ -48,8 +26,9 @@ def build_command(
     cache_dir: Annotated[Optional[Path], typer.Option(help="Where calibration caches live (default: the deploy directory).", rich_help_panel=CALIB)] = None,
     exclude_nodes: Annotated[Optional[str], typer.Option(help="Comma-separated node names kept in float (INT8).", rich_help_panel=CALIB)] = None,
     exclude_ops: Annotated[Optional[str], typer.Option(help="Comma-separated operator types kept in float (INT8), e.g. Resize.", rich_help_panel=CALIB)] = None,
-    max_miou_drop: Annotated[Optional[float], typer.Option(help="Keep the fewest sensitive layers in float so INT8 loses at most this many mIoU points.", rich_help_panel=BUDGET)] = None,
-    eval_data: Annotated[Optional[Path], typer.Option(help="Evaluation set for --max-miou-drop: labelled dataset (mIoU) or image folder (agreement with FP32). Default: --calib's val split if labelled, else its images.", rich_help_panel=BUDGET)] = None,
+    miou_budget: Annotated[Optional[float], typer.Option(help="INT8 search budget: keep the fewest sensitive layers in float so INT8 loses at most this many mIoU points against the FP32 graph.", rich_help_panel=BUDGET)] = None,
+    max_miou_drop: Annotated[Optional[float], typer.Option(help="Deprecated spelling of --miou-budget (on build; bench's --max-miou-drop is a gate).", rich_help_panel=BUDGET)] = None,
+    eval_data: Annotated[Optional[Path], typer.Option(help="Evaluation set for --miou-budget: labelled dataset (mIoU) or image folder (agreement with FP32). Default: --calib's val split if labelled, else its images.", rich_help_panel=BUDGET)] = None,
     eval_limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate on at most this many images.", rich_help_panel=BUDGET)] = None,
     fp16_block_ops: Annotated[Optional[str], typer.Option(help="Extra operator types kept in FP32 in the FP16 graph.")] = None,
     ort_optimize: Annotated[bool, typer.Option(help="onnxruntime: also save each graph with CPU graph optimizations applied.")] = False,
@@ -63,7 +42,7 @@ def build_command(
     version_compatible: Annotated[bool, typer.Option(help="Engine loadable by later TensorRT versions (where available).", rich_help_panel=TRT)] = False,
     hardware_compatibility_level: Annotated[Optional[str], typer.Option(help="none, ampere_plus or same_compute_capability.", rich_help_panel=TRT)] = None,
     compute_capability: Annotated[Optional[str], typer.Option(help="TensorRT-RTX targets, e.g. 86,89 (default: portable, SM80+).", rich_help_panel=TRT)] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Build FP32/FP16/INT8 precision graphs and onnxruntime or TensorRT artifacts."""
     from segdeploy.backends.tensorrt.builder import EngineOptions
@@ -71,15 +50,16 @@ def build_command(
     from segdeploy.build import BuildOptions, build_artifacts
     from segdeploy.precision.graphs import QuantOptions
     from segdeploy.precision.mixed import budget_options
+    from segdeploy.render import build_text
 
     with user_errors():
         options = BuildOptions(
             calib=calib,
             calib_size=calib_size,
             quant=QuantOptions(method=calib_method.value, percentile=percentile, cache_dir=cache_dir,
-                               exclude_nodes=_names(exclude_nodes), exclude_ops=_names(exclude_ops)),
-            budget=budget_options(max_miou_drop, eval_data, eval_limit),
-            fp16_block_ops=_names(fp16_block_ops),
+                               exclude_nodes=names(exclude_nodes), exclude_ops=names(exclude_ops)),
+            budget=budget_options(_budget(miou_budget, max_miou_drop), eval_data, eval_limit),
+            fp16_block_ops=names(fp16_block_ops),
             graph_only=graph_only,
             ort_optimize=ort_optimize,
             min_shapes=parse_shapes(min_shapes, "--min-shapes"),
@@ -88,23 +68,28 @@ def build_command(
             engine=EngineOptions(
                 workspace_mib=workspace, timing_cache=timing_cache, builder_optimization_level=builder_optimization_level,
                 version_compatible=version_compatible, hardware_compatibility_level=hardware_compatibility_level,
-                compute_capabilities=_names(compute_capability),
+                compute_capabilities=names(compute_capability),
             ),
         )
         progress = CalibrationProgress(quiet=as_json)
         with Steps(quiet=as_json) as steps, progress:
             result = build_artifacts(deploy_dir, [p.value for p in precision], backend.value, options,
-                                     step=steps, on_batch=progress, warn=_warn)
-        summary = build_summary(result)
-        emit(summary, as_json, lambda: stdout.print(summary["text"], highlight=False))
+                                     step=steps, on_batch=progress, warn=warn)
+        data = {"deploy_dir": str(result.directory), "artifacts": result.artifacts, "notes": result.notes}
+        data["text"] = build_text(data)  # kept in --json, as before
+        emit(data, as_json, lambda: stdout.print(data["text"], highlight=False))
 
 
-def _names(text: str | None) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()] if text else []
+def _budget(miou_budget: float | None, max_miou_drop: float | None) -> float | None:
+    """--miou-budget, or its deprecated spelling on build (with a warning); never both."""
+    from segdeploy.errors import UsageError
 
-
-def _warn(message: str) -> None:
-    stderr.print(f"[yellow]warning:[/] {message}", highlight=False)
+    if max_miou_drop is None:
+        return miou_budget
+    if miou_budget is not None:
+        raise UsageError("give --miou-budget only (--max-miou-drop is its deprecated spelling on build)")
+    warn("build --max-miou-drop is deprecated: use --miou-budget (bench --max-miou-drop is the gate against PyTorch)")
+    return max_miou_drop
 
 
 class CalibrationProgress:
@@ -139,50 +124,3 @@ class CalibrationProgress:
 
     def __exit__(self, *_) -> None:
         self.close()
-
-
-def comparison_lines(comparison: dict) -> list[str]:
-    """The calibration-method table of `--calib-method best`, one row per method."""
-    lines = [f"    calibration methods compared on {comparison['evaluated_on']}:",
-             f"    {'method':<11} {'agreement':>10} {'agr. mIoU':>10} {'rel error':>10} {'calib s':>13}"]
-    for row in comparison["rows"]:
-        seconds = "" if row["calibration_seconds"] is None else f"{row['calibration_seconds']:.1f}"
-        seconds = f"(cached) {seconds}".strip() if row["reused_cache"] else seconds
-        miou = row["agreement_miou"]
-        mark = "  <- picked" if row["method"] == comparison["picked"] else ""
-        rel = "n/a" if row["max_rel_error"] is None else f"{row['max_rel_error']:.2e}"  # class maps: no logits
-        lines.append(f"    {row['method']:<11} {row['argmax_agreement']:>10.2%} {miou:>10.2%} {rel:>10} {seconds:>13}{mark}")
-    return lines
-
-
-def build_summary(result) -> dict:
-    """The build's result as a dict (for --json) with a human `text` rendering."""
-    lines = [f"[bold green]built[/] in {result.directory}"]
-    for item in result.artifacts:
-        size = f"{item.get('bytes', 0) / 1e6:.1f} MB"
-        extra = []
-        parity = item.get("parity") if item["new"] else None
-        if parity and "argmax_agreement" in parity:
-            extra.append(f"agreement with FP32 {parity['argmax_agreement']:.2%} on {parity['inputs']}")
-        calibration = item.get("calibration")
-        if calibration:
-            how = "cached ranges" if calibration["reused_cache"] else f"{calibration['seconds']}s"
-            extra.append(f"calibrated {calibration['method']} on {calibration['images']} images ({how})")
-        comparison = (calibration or {}).get("comparison") if item["new"] else None
-        if comparison:
-            extra.append(f"best of {len(comparison['rows'])} methods")
-        if item.get("build_seconds") is not None:
-            extra.append(f"built in {item['build_seconds']:.1f}s with {item['tensorrt']['flavour']} {item['tensorrt']['version']}")
-        state = "" if item["new"] else " (already there)"
-        lines.append(f"  {item['name']:<14} {item['file']:<22} {size:>9}{state}" + (f"  {'; '.join(extra)}" if extra else ""))
-        if comparison:
-            lines += comparison_lines(comparison)
-        if item.get("mixed_precision"):
-            from segdeploy.precision.mixed import summary_lines
-
-            lines += ["    " + line for line in summary_lines(item["mixed_precision"])]
-    lines += [f"  note: {note}" for note in result.notes]
-    data = {"deploy_dir": str(result.directory), "artifacts": result.artifacts, "notes": result.notes}
-    data["text"] = "\n".join(lines)
-    return data
-

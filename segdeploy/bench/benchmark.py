@@ -16,7 +16,7 @@ import numpy as np
 from segdeploy.bench.accuracy import measure_accuracy
 from segdeploy.bench.environment import environment
 from segdeploy.bench.gates import GateOptions, GateResult, check_gates, load_baseline
-from segdeploy.bench.latency import summarize, time_interleaved
+from segdeploy.timing import summarize, time_interleaved
 from segdeploy.bench.targets import REFERENCE, Target, select_targets
 from segdeploy.classes import ClassInfo
 from segdeploy.errors import SegdeployError, UsageError

@@ -1,4 +1,4 @@
-"""The `segdeploy` command line: thin commands over library functions."""
+"""`segdeploy export`: parse options → `export_model` → render."""
 
 from __future__ import annotations
 
@@ -7,56 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from segdeploy import __version__
-from segdeploy.console import Steps, emit, quiet_library_warnings, stdout, user_errors
-
-app = typer.Typer(
-    name="segdeploy",
-    help="Take PyTorch semantic-segmentation models to the edge: export, build, bench.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+from segdeploy.cli.console import Steps, emit, stdout, user_errors
+from segdeploy.cli.options import JsonOption
 
 
-def _version(value: bool) -> None:
-    if value:
-        stdout.print(f"segdeploy {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
-) -> None:
-    """segdeploy: verified ONNX export, FP16/INT8 builds, latency and mIoU drift."""
-
-
-@app.command("models")
-def models_command(as_json: JsonOption = False) -> None:
-    """List the architectures in the registry."""
-    from segdeploy.cli_render import models_table
-    from segdeploy.models import list_specs
-
-    with user_errors():
-        rows = [
-            {
-                "name": s.name,
-                "family": s.family,
-                "default_input": "x".join(map(str, s.default_input)),
-                "parameters": s.parameter_count(),
-                "dynamic_hw": s.dynamic_hw,
-                "size_multiple": s.size_multiple,
-                "description": s.description,
-            }
-            for s in list_specs()
-        ]
-        emit(rows, as_json, lambda: stdout.print(models_table(rows)))
-
-
-@app.command("export")
 def export_command(
     source: Annotated[str, typer.Argument(help="Registry name, path/to/file.py:Factory, package.module:Factory, or a TorchScript file.")],
     out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Deploy directory (default: deploy/<model>).")] = None,
@@ -83,7 +37,6 @@ def export_command(
     as_json: JsonOption = False,
 ) -> None:
     """Export a model to a verified ONNX graph in a deploy directory."""
-    from segdeploy.cli_render import export_summary
     from segdeploy.export import ExportRequest, export_model, parse_dynamic, parse_input_shape
     from segdeploy.export.fused import Fusion
     from segdeploy.export.proof import ParityThresholds
@@ -117,8 +70,32 @@ def export_command(
         )
         with Steps(quiet=as_json) as steps:
             result = export_model(request, step=steps)
-        summary = export_summary(result, steps.timings)
-        emit(summary, as_json, lambda: stdout.print(summary["text"], highlight=False))
+        data = _summary(result, steps.timings)
+        emit(data, as_json, lambda: stdout.print(data["text"], highlight=False))
+
+
+def _summary(result, timings: dict[str, float]) -> dict:
+    """The export's result for --json: paths, sha256, I/O, parity, timings, and the human text."""
+    from segdeploy.manifest import FILENAME
+    from segdeploy.manifest.names import FP32_GRAPH
+
+    from segdeploy.render import export_text
+
+    entry = result.manifest.artifact(FP32_GRAPH.name)
+    data = {
+        "deploy_dir": str(result.directory),
+        "onnx": str(result.onnx_path),
+        "manifest": str(result.directory / FILENAME),
+        "sha256": entry.sha256,
+        "opset": entry.opset,
+        "inputs": [t.to_dict() for t in entry.inputs],
+        "outputs": [t.to_dict() for t in entry.outputs],
+        "rewrites": result.rewrites,
+        "parity": result.parity,
+        "timings_s": timings,
+    }
+    data["text"] = export_text(data, entry.bytes / 1e6)  # kept in --json, as before
+    return data
 
 
 def _floats(text: str, option: str) -> tuple[float, ...]:
@@ -128,25 +105,3 @@ def _floats(text: str, option: str) -> tuple[float, ...]:
         return tuple(float(v) for v in text.split(","))
     except ValueError:
         raise UsageError(f"{option} takes comma-separated numbers, e.g. 123.675,116.28,103.53; got {text!r}") from None
-
-
-from segdeploy.cli_bench import bench_command  # noqa: E402
-from segdeploy.cli_build import build_command  # noqa: E402
-from segdeploy.cli_inspect import inspect_app  # noqa: E402
-from segdeploy.cli_pipeline import pipeline_command  # noqa: E402
-from segdeploy.cli_run import run_command  # noqa: E402
-
-app.command("build")(build_command)
-app.command("bench")(bench_command)
-app.command("run")(run_command)
-app.command("pipeline")(pipeline_command)
-app.add_typer(inspect_app, name="inspect")
-
-
-def main() -> None:
-    quiet_library_warnings()
-    app()
-
-
-if __name__ == "__main__":
-    main()
