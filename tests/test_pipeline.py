@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import textwrap
 
+import numpy as np
 import pytest
 
 from segdeploy.errors import SegdeployError
@@ -103,17 +104,27 @@ def test_old_budget_key_is_read_with_a_deprecation_line(cli, tmp_path):
 
 
 def test_config_with_best_calibration_method(tmp_path):
-    """`calib_method: best` reaches the build: three methods compared, one INT8 graph written."""
+    """`calib_method: best` reaches the build: three methods compared, and the INT8 graph written is
+    the one the table says won, with the agreement measured here independently."""
     from segdeploy.manifest import Manifest
+    from segdeploy.precision.compare import pick_best
+    from tests.helpers import calib_val_images, canvases, graph_class_maps
 
     config = demo_config(tmp_path / "best")
     config.backends, config.precisions, config.calib_size, config.calib_method = ["onnxruntime"], ["int8"], 8, "best"
     config.bench = REDUCED
     result = run_pipeline(config)
     assert {r["artifact"] for r in result.rows} == {"pytorch", "onnx-fp32", "onnx-int8-ort"}
-    comparison = Manifest.load(tmp_path / "best" / "demo_unet").artifact("onnx-int8-ort").calibration.comparison
+    directory = tmp_path / "best" / "demo_unet"
+    comparison = Manifest.load(directory).artifact("onnx-int8-ort").calibration.comparison
     assert [row["method"] for row in comparison.rows] == ["minmax", "entropy", "percentile"]
-    assert comparison.picked in ("minmax", "entropy", "percentile")
+    assert comparison.picked == pick_best(comparison.rows)["method"]
+    picked = next(r for r in comparison.rows if r["method"] == comparison.picked)
+    assert picked["argmax_agreement"] == max(r["argmax_agreement"] for r in comparison.rows)
+    pixels = canvases(calib_val_images(calibrated=8), (96, 128))
+    fp32, int8 = (graph_class_maps(directory / name, pixels) for name in ("model.onnx", "model.int8-ort.onnx"))
+    assert len(np.unique(fp32)) >= 4
+    assert picked["argmax_agreement"] == pytest.approx(float(np.mean(fp32 == int8)), abs=1e-9)
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from segdeploy.graph_spec import GraphSpec
 from segdeploy.precision.calibration import CalibrationReader, GraphFeeds, check_readable, reader_for, select_images
 from segdeploy.preprocess import Preprocess
 
-from build_helpers import write_images
+from tests.helpers import write_images
 
 
 def test_selection_spreads_over_the_folder(tmp_path):

@@ -14,7 +14,7 @@ from segdeploy.backends.tensorrt.runner import TrtRunner, check_compatible, inva
 from segdeploy.manifest.records import Artifact
 from segdeploy.errors import SegdeployError
 
-from build_helpers import requires_tensorrt
+from tests.helpers import requires_tensorrt
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from segdeploy.cli import app
 from segdeploy.manifest import Manifest
 
-from build_helpers import requires_tensorrt
+from tests.helpers import requires_tensorrt
 
 BUDGET = "15"
 runner = CliRunner()
@@ -133,7 +133,7 @@ def test_labelled_default_eval_set_reproduces_the_demo_models_val_miou(tmp_path)
     training measured in PyTorch (calib/demo/model.json), an independent check of the evaluator."""
     from segdeploy.export import ExportRequest, export_model
 
-    from build_helpers import REPO
+    from tests.helpers import REPO
 
     demo = json.loads((REPO / "calib" / "demo" / "model.json").read_text())
     directory = tmp_path / "demo"

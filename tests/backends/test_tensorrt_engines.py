@@ -1,7 +1,11 @@
 """Real TensorRT(-RTX) builds, on the CPU, from the graphs of every registry architecture.
 
 TensorRT-RTX builds ahead of time without a GPU. A graph TensorRT cannot parse fails the
-test (a SegdeployError naming the node is raised), it is never skipped.
+test (a SegdeployError naming the node is raised), it is never skipped. Each engine is checked
+beyond its file: the network TensorRT built it from is parsed here and its layers inspected
+(precision of every convolution, Q/DQ in front of every INT8 one). The engine itself cannot be
+opened without a GPU (`deserialize_cuda_engine` and `IEngineInspector` need one; so does
+`get_engine_validity` on TensorRT-RTX 1.7), so its chosen tactics stay unchecked here.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from segdeploy.errors import SegdeployError
 from segdeploy.manifest import Manifest
 from segdeploy.models import get_spec, list_specs
 
-from build_helpers import requires_tensorrt
+from tests.helpers import requires_tensorrt
 from tests.models.zoo_support import TINY, zoo_names
 
 pytestmark = [pytest.mark.trt, requires_tensorrt]
@@ -74,12 +78,42 @@ def _copy(src, tmp_path):
     return target
 
 
+def _network_convolutions(graph_path) -> list[tuple[str, str, bool]]:
+    """(input dtype, output dtype, both data and weights dequantized) of every (de)convolution of the
+    network TensorRT parses from `graph_path`."""
+    from segdeploy.backends.tensorrt.flavour import load_tensorrt
+
+    trt = load_tensorrt().module
+    logger = trt.Logger(trt.Logger.ERROR)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    assert parser.parse_from_file(str(graph_path))
+    layers = [network.get_layer(i) for i in range(network.num_layers)]
+    producers = {layer.get_output(k).name: layer for layer in layers for k in range(layer.num_outputs)}
+
+    def dequantized(tensor) -> bool:
+        return tensor is not None and tensor.name in producers and producers[tensor.name].type == trt.LayerType.DEQUANTIZE
+
+    kinds = (trt.LayerType.CONVOLUTION, trt.LayerType.DECONVOLUTION)
+    return [(str(c.get_input(0).dtype).split(".")[-1], str(c.get_output(0).dtype).split(".")[-1],
+             c.num_inputs >= 2 and dequantized(c.get_input(0)) and dequantized(c.get_input(1)))
+            for c in layers if c.type in kinds]
+
+
 def _check_engine(directory, precision):
+    """The engine is a real file, recorded with float32 I/O, built from a network whose every convolution
+    runs at the precision asked for: FLOAT, HALF, or INT8 (data and weights read through Q/DQ)."""
     manifest = Manifest.load(directory)
     entry = manifest.artifact(f"trt-{precision}")
     path = manifest.verify(f"trt-{precision}")
     assert path.stat().st_size > 10_000  # a real serialized engine, not an empty file
     assert entry.inputs[0].name == "input" and entry.outputs[0].name == "logits"
+    assert entry.inputs[0].dtype == entry.outputs[0].dtype == "float32"  # FP16/INT8 graphs keep float I/O
+    convolutions = _network_convolutions(manifest.path_of(entry.parent))
+    assert convolutions
+    want = {"fp32": ("FLOAT", "FLOAT", False), "fp16": ("HALF", "HALF", False), "int8": ("FLOAT", "FLOAT", True)}[precision]
+    assert set(convolutions) == {want}, (precision, sorted(set(convolutions)))
     return entry
 
 

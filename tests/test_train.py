@@ -13,7 +13,7 @@ from PIL import Image
 from segdeploy.data import open_dataset
 from segdeploy.errors import SegdeployError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 CALIB = REPO / "calib"
 DEMO = CALIB / "demo"
 

@@ -11,10 +11,10 @@ from segdeploy.export import ExportRequest, export_model
 from segdeploy.export.fused import Fusion
 from segdeploy.manifest import Manifest
 from segdeploy.precision.calibration import reader_for, select_images
-from segdeploy.precision.fused import fused_nodes
+from segdeploy.precision.fused_nodes import fused_nodes
 from segdeploy.preprocess import Preprocess, load_rgb
 
-from build_helpers import TINY_SHAPE, requires_tensorrt
+from tests.helpers import TINY_SHAPE, requires_tensorrt
 
 FUSIONS = {"pre": Fusion(True, False), "argmax": Fusion(False, True), "both": Fusion(True, True)}
 H, W = TINY_SHAPE[2:]

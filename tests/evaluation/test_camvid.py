@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = Path(__file__).resolve().parents[3] / "shared"
 CAMVID = SHARED / "camvid"
 MODEL = SHARED / "models" / "camvid_lraspp_mbv3.pth"
 README = SHARED / "models" / "README.md"

@@ -15,6 +15,7 @@ from segdeploy.export import ExportRequest, export_model
 from segdeploy.manifest import Manifest
 from segdeploy.manifest.names import ONNX
 from tests.conftest import REPO
+from tests.helpers import export_demo
 
 CALIB = REPO / "calib"
 FAST = ["--iterations", "3", "--warmup", "1", "--limit", "6"]
@@ -22,10 +23,8 @@ FAST = ["--iterations", "3", "--warmup", "1", "--limit", "6"]
 
 @pytest.fixture(scope="module")
 def deploy(tmp_path_factory):
-    """A tiny U-Net export with the calib classes, plus a copy of its graph made worse on purpose."""
-    out = tmp_path_factory.mktemp("bench") / "deploy"
-    export_model(ExportRequest(source="unet", out_dir=out, model_kwargs={"width": 0.125}, num_classes=6,
-                               input_shape=(1, 3, 96, 128), dynamic={"batch"}, classes_file=CALIB / "classes.json"))
+    """The trained demo U-Net (its class maps vary) with the calib classes, plus a copy of its graph made worse on purpose."""
+    out = export_demo(tmp_path_factory.mktemp("bench") / "deploy", dynamic={"batch"})
     graph = onnx.load(str(out / "model.onnx"))
     bias = next(i for i in graph.graph.initializer if tuple(numpy_helper.to_array(i).shape) == (6,))
     worse = numpy_helper.to_array(bias).copy()
