@@ -178,7 +178,7 @@ class Artifact(Record):
     """One file of the deploy directory (`Manifest.add_artifact` computes file, sha256, bytes, created).
 
     Writers: `export` (the FP32 graph), `precision.graphs.record_graph` (FP16/INT8 graphs),
-    `backends.onnxruntime.record_optimized` and `backends.tensorrt.artifact.build_engine_artifact`.
+    `backends.onnxruntime.build_artifact` and `backends.tensorrt.artifact.build_engine_artifact`.
     Backend-specific details go into `settings`; the TensorRT fields below are what the engine
     compatibility check reads.
     """

@@ -130,11 +130,16 @@ def check_readable(images: tuple[Path, ...]) -> None:
         load_rgb(path)
 
 
+def batch_size(manifest) -> int:
+    """Images per batch for graph-against-graph work: the graph's static batch, else one."""
+    spec = GraphSpec.of(manifest)
+    return 1 if spec.batch_dynamic else spec.batch
+
+
 def batch_reader(manifest, images, what: str = "calibration images") -> BatchReader:
     """Whole batches of `images`, shaped and preprocessed as the manifest's graph takes them."""
-    spec = GraphSpec.of(manifest)
-    return BatchReader(images, manifest.preprocess, spec.input_hw,
-                       1 if spec.batch_dynamic else spec.batch, whole_batches=True, what=what)
+    return BatchReader(images, manifest.preprocess, GraphSpec.of(manifest).input_hw, batch_size(manifest),
+                       whole_batches=True, what=what)
 
 
 def reader_for(manifest, calib: CalibrationSet, on_batch=None) -> CalibrationReader:

@@ -20,7 +20,7 @@ import numpy as np
 
 from segdeploy.atomic import atomic_path
 from segdeploy.errors import UsageError
-from segdeploy.precision.calibration import CALIB_METHODS, CalibrationSet, batch_reader
+from segdeploy.precision.calibration import CALIB_METHODS, CalibrationSet, batch_reader, batch_size
 from segdeploy.manifest.names import FP32_GRAPH
 from segdeploy.manifest.records import DriftRecord, MethodComparison
 from segdeploy.precision.drift import compare_graphs
@@ -78,7 +78,7 @@ def make_best_int8(maker: Int8Maker, target_name: str) -> str:
     graphs = {method: maker.scratch() / f"int8-{method}.onnx" for method in CALIB_METHODS}
     runs = {method: _calibrate(maker, method, target_name, graphs[method]) for method in CALIB_METHODS}
     evaluation, described = evaluation_set(maker.calib)
-    if len(evaluation.images) < batch_reader(manifest, maker.calib.images).batch_size:  # fewer than one static batch
+    if len(evaluation.images) < batch_size(manifest):  # fewer than one static batch
         evaluation, described = maker.calib, f"the {len(maker.calib.images)} calibration images themselves ({described}: fewer than one batch)"
     maker.step(f"measuring each INT8 graph vs FP32 on {described}")
     batches = list(batch_reader(manifest, evaluation.images, "evaluation images"))
