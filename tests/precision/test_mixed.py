@@ -156,7 +156,7 @@ def test_budget_search_on_a_fused_export(outlier_images, tmp_path):
     from segdeploy.export import ExportRequest, export_model
     from segdeploy.export.fused import Fusion
 
-    source = f"{Path(__file__).with_name('outlier_model.py')}:OutlierNet"
+    source = f"{Path(__file__).parents[1] / 'outlier_model.py'}:OutlierNet"
     out = tmp_path / "fused"
     export_model(ExportRequest(source=source, out_dir=out, num_classes=3, input_shape=(1, 3, 64, 96),
                                fusion=Fusion(True, True)))
