@@ -11,7 +11,7 @@ bit. Prints one line per export and exits 1 if any failed.
 SegNet at full width is float32-sensitive: its rewrites are bit-exact, but unpooling
 moves a value by a pixel when a near-tied pooling window resolves differently under
 another rounding, and PyTorch's own float32 run is such a rounding. The parity proof's
-float64 arbiter then decides (see `segdeploy/export/parity.py`); its figures are printed.
+float64 arbiter then decides (see `segdeploy/export/proof.py`); its figures are printed.
 
     python scripts/check_zoo_fullsize.py                       # every zoo model, 1x3x256x384
     python scripts/check_zoo_fullsize.py pspnet segnet --input-shape 1x3x473x473 --trt
@@ -30,7 +30,7 @@ import torch
 
 from segdeploy.errors import SegdeployError
 from segdeploy.export import ExportRequest, export_model, parse_input_shape
-from segdeploy.export.parity import ParityThresholds
+from segdeploy.export.proof import ParityThresholds
 from segdeploy.export.rewrites import export_rewrites
 from segdeploy.models import get_spec, list_specs
 from segdeploy.models.conditioning import condition

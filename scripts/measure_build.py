@@ -37,7 +37,7 @@ from segdeploy.build import BuildOptions, build_artifacts  # noqa: E402
 from segdeploy.export import ExportRequest, export_model, parse_input_shape  # noqa: E402
 from segdeploy.manifest import Manifest  # noqa: E402
 from segdeploy.models import get_spec  # noqa: E402
-from segdeploy.precision.calibration import default_calib_dir  # noqa: E402
+from segdeploy.data import default_calib_dir  # noqa: E402
 
 
 def median_ms(fn, warmup: int, iterations: int) -> dict:
@@ -65,15 +65,13 @@ def ort_latency(path: Path, shape, threads: int, warmup: int, iterations: int) -
 
 
 def eval_agreement(manifest: Manifest, folder: Path, size: int) -> dict:
-    from segdeploy.precision.calibration import reader_for, select_images
-    from segdeploy.precision.parity import graph_parity
+    from segdeploy.precision.calibration import batch_reader, select_images
+    from segdeploy.precision.drift import compare_graphs
 
-    chosen = select_images(folder, size)
-    reader = reader_for(manifest, chosen)
-    batches = [reader.load_batch(i) for i in range(len(reader))]
-    fp32 = manifest.verify("onnx-fp32")
-    return {name: graph_parity(fp32, manifest.verify(name), batches, str(folder))["argmax_agreement"]
-            for name in ("onnx-fp16", "onnx-int8-ort")}
+    batches = list(batch_reader(manifest, select_images(folder, size).images))
+    names = ("onnx-fp16", "onnx-int8-ort")
+    figures = compare_graphs(manifest, manifest.verify("onnx-fp32"), {n: manifest.verify(n) for n in names}, batches)
+    return {name: figures[name]["argmax_agreement"] for name in names}
 
 
 def default_calib() -> Path:
@@ -123,7 +121,7 @@ def main() -> None:
     built = build_artifacts(deploy, ["fp16", "int8"], "onnxruntime", options, step=step)
     manifest = Manifest.load(deploy)
     int8 = manifest.artifact("onnx-int8-ort")
-    results["calibration"] = int8["calibration"]
+    results["calibration"] = int8.calibration.to_dict()
     results["agreement_with_fp32"] = {a["name"]: a["parity"]["argmax_agreement"] for a in built.artifacts if "parity" in a}
     if args.eval:
         results["agreement_with_fp32"] = eval_agreement(manifest, args.eval, args.eval_size)

@@ -2,7 +2,7 @@
 
 Runs an onnxruntime runner of a small exported model N times in a bare
 `for` loop (one perf_counter pair around the whole loop) and through
-`segdeploy.bench.latency.time_calls`, alternating, and prints the mean per-call time of
+`segdeploy.timing.time_calls`, alternating, and prints the mean per-call time of
 each and the relative overhead. Usage:
 
     .venv/bin/python scripts/measure_harness_overhead.py [--iterations 300] [--rounds 5]
@@ -42,7 +42,7 @@ def main() -> None:
 
 def _compare(call, args) -> tuple[list[float], list[float]]:
     """Alternate a bare loop (one clock pair around it) and the harness, `args.rounds` times."""
-    from segdeploy.bench.latency import time_calls
+    from segdeploy.timing import time_calls
 
     bare, harness = [], []
     for _ in range(args.rounds):

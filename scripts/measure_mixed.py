@@ -5,7 +5,7 @@
         [--aspp-weights /work/runs/aspp/best.pth] [--camvid-limit 50]
 
 For each model: export (or reuse) a deploy directory under --work, then
-`build --precision int8 --max-miou-drop B` for each budget (onnxruntime target), and print
+`build --precision int8 --miou-budget B` for each budget (onnxruntime target), and print
 naive ΔmIoU, the mixed graph's ΔmIoU, the layers kept in float and onnxruntime latency
 (median ms, one batch, FP32 / naive INT8 / mixed). Models:
 
@@ -107,13 +107,12 @@ def held_out(name: str, spec: dict, work: Path, budgets: list[float]) -> list[st
         manifest = Manifest.load(work / f"{name}-{budget}")
         if "onnx-int8-ort" not in manifest.artifacts:
             continue
-        evalset = ev.EvalSet(manifest, ev._preprocess(dataset, manifest, None), "held out", True, None,
-                             dataset.classes.ignore_index)
+        evalset = ev.EvalSet.from_dataset(manifest, dataset, "held out")
         evalset.reference(manifest.verify("onnx-fp32"))
         maker = Int8Maker(manifest, select_images(spec["calib"], 100, warn=lambda _: None), QuantOptions(), lambda _: None)
         with tempfile.TemporaryDirectory() as scratch:
             naive = Path(scratch) / "naive.onnx"
-            maker.quantize_to("onnxruntime", naive)  # the cached ranges: the same naive graph as the build's
+            maker.quantize("onnxruntime", naive)  # the cached ranges: the same naive graph as the build's
             _, naive_drop, se = evalset.drop_with_noise(naive)
         maker.close()
         _, mixed_drop = evalset.drop(manifest.verify("onnx-int8-ort"))

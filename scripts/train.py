@@ -19,7 +19,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from segdeploy.console import stderr  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn  # noqa: E402
+
 from segdeploy.errors import SegdeployError  # noqa: E402
 from segdeploy.models.loading import parse_model_kwargs  # noqa: E402
 from segdeploy.preprocess import Preprocess  # noqa: E402
@@ -67,13 +69,41 @@ def config_from(args) -> TrainConfig:
     )  # fmt: skip
 
 
+stderr = Console(stderr=True, soft_wrap=True)
+
+
+class EpochBar:
+    """A transient progress bar per epoch on stderr (segdeploy.train reports, this script draws)."""
+
+    def __init__(self):
+        self.bar = self.task = self.title = None
+
+    def __call__(self, title: str, done: int, total: int, loss: float) -> None:
+        if title != self.title:
+            self.close()
+            columns = (TextColumn(title), BarColumn(), TextColumn("loss {task.fields[loss]:.3f}"), TimeRemainingColumn())
+            self.bar, self.title = Progress(*columns, console=stderr, transient=True), title
+            self.bar.start()
+            self.task = self.bar.add_task("train", total=total, loss=float("nan"))
+        self.bar.update(self.task, completed=done, loss=loss)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    bar = EpochBar()
     try:
-        meta = train(config_from(args), resume=args.resume, log=lambda m: stderr.print(m, highlight=False))
+        meta = train(config_from(args), resume=args.resume, log=lambda m: (bar.close(), stderr.print(m, highlight=False)),
+                     progress=bar)
     except SegdeployError as exc:
         stderr.print(f"[bold red]error:[/] {exc}")
         return 1
+    finally:
+        bar.close()
     if args.demo:  # the shipped demo keeps best.pth + model.json + classes.json only
         (REPO / DEMO["out"] / "last.pt").unlink(missing_ok=True)
     print(f"best val mIoU {meta['val_miou']:.2f} after {meta['epochs']} epochs ({meta['train_seconds']:.0f}s)")

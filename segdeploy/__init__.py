@@ -1,6 +1,6 @@
 """segdeploy: PyTorch semantic-segmentation models to TensorRT / onnxruntime, verified."""
 
-__version__ = "0.1.0"
+from segdeploy.version import __version__
 
 __all__ = ["Segmenter", "__version__"]
 

@@ -30,7 +30,7 @@ from PIL import Image
 
 from segdeploy.classes import ClassInfo, default_palette, load_classes
 from segdeploy.errors import SegdeployError
-from segdeploy.preprocess import Geometry, Preprocess, check_image, load_rgb
+from segdeploy.preprocess import load_rgb
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 FORMATS = ("auto", "canonical", "voc", "cityscapes", "images")
@@ -57,14 +57,6 @@ class Sample(NamedTuple):
     stem: str
     image: np.ndarray  # HxWx3 uint8 RGB
     label: np.ndarray | None  # HxW int64 class indices, or None for image-only data
-
-
-class Batch(NamedTuple):
-    stems: list[str]
-    inputs: np.ndarray  # NCHW float32, preprocessed
-    geometries: list[Geometry]
-    labels: list[np.ndarray | None]
-    canvases: np.ndarray | None = None  # NHWC uint8: the resized images (what a fused-preprocess graph takes)
 
 
 class Dataset:
@@ -154,6 +146,14 @@ def read_label(path: str | Path) -> np.ndarray:
         raise SegdeployError(f"label not found: {path}") from None
     except OSError as exc:
         raise SegdeployError(f"cannot read label {path}: {exc}") from None
+
+
+def default_calib_dir() -> Path:
+    """The project's shipped `calib/` folder at the repository root (beside the package): the
+    default calibration images, bench data and demo model."""
+    import segdeploy
+
+    return Path(segdeploy.__file__).resolve().parents[1] / "calib"
 
 
 def find_images(folder: str | Path) -> list[Path]:
@@ -293,40 +293,3 @@ def _read_list(path: Path) -> list[str]:
         siblings = sorted(p.stem for p in path.parent.glob("*.txt")) if path.parent.is_dir() else []
         raise SegdeployError(f"split list not found: {path}", f"available splits: {', '.join(siblings) or 'none'}")
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-# -- batching -----------------------------------------------------------------------------
-
-
-def iter_batches(
-    dataset: Dataset | Sequence[Sample],
-    preprocess: Preprocess,
-    input_hw: Sequence[int],
-    batch_size: int = 8,
-    *,
-    limit: int | None = None,
-) -> Iterator[Batch]:
-    """Preprocessed batches: NCHW float32 inputs (and the uint8 canvases) + the geometry to bring predictions back."""
-    if batch_size < 1:
-        raise SegdeployError(f"batch size must be >= 1, got {batch_size}")
-    pending: list[tuple[Sample, np.ndarray, Geometry, np.ndarray]] = []
-    for index, sample in enumerate(dataset):
-        if limit is not None and index >= limit:
-            break
-        canvas, geometry = preprocess.resize_image(check_image(sample.image), input_hw)
-        pending.append((sample, preprocess.normalize(canvas), geometry, canvas))
-        if len(pending) == batch_size:
-            yield _stack(pending)
-            pending = []
-    if pending:
-        yield _stack(pending)
-
-
-def _stack(pending: list[tuple[Sample, np.ndarray, Geometry, np.ndarray]]) -> Batch:
-    return Batch(
-        stems=[s.stem for s, _, _, _ in pending],
-        inputs=np.stack([t for _, t, _, _ in pending]),
-        geometries=[g for _, _, g, _ in pending],
-        labels=[s.label for s, _, _, _ in pending],
-        canvases=np.stack([c for _, _, _, c in pending]),
-    )

@@ -38,18 +38,17 @@ class GraphSpec:
 
     @classmethod
     def of(cls, manifest) -> "GraphSpec":
-        """The spec recorded in a `Manifest` (or its `data` dict)."""
-        data = getattr(manifest, "data", manifest)
-        entry, out = data["input"], data["output"]
+        """The spec recorded in a `Manifest` (its `input` and `output` records)."""
+        entry, out = manifest.input, manifest.output
         return cls(
-            input_name=entry["name"],
-            input_shape=tuple(entry["shape"]),
-            input_layout=entry.get("layout", "NCHW"),
-            input_dtype=entry.get("dtype", "float32"),
-            output_name=out["name"],
-            output_kind=out.get("kind", "logits"),
-            output_dtype=out.get("dtype", "float32"),
-            dynamic_axes=frozenset(entry.get("dynamic_axes", [])),
+            input_name=entry.name,
+            input_shape=tuple(entry.shape),
+            input_layout=entry.layout or "NCHW",
+            input_dtype=entry.dtype,
+            output_name=out.name,
+            output_kind=out.kind or "logits",
+            output_dtype=out.dtype,
+            dynamic_axes=frozenset(entry.dynamic_axes),
         )
 
     # -- what the graph does itself --------------------------------------------------------------
@@ -94,7 +93,11 @@ class GraphSpec:
         """N×H×W×3 uint8 resized RGB canvases → what the graph takes (as is, or normalised NCHW)."""
         if self.fused_preprocess:
             return np.ascontiguousarray(canvases, dtype=np.uint8)
-        return np.stack([preprocess.normalize(c) for c in canvases]).astype(np.float32, copy=False)
+        return preprocess.normalize_batch(canvases)
+
+    def feed(self, batch) -> dict[str, np.ndarray]:
+        """A `segdeploy.evaluation.batches.Batch` as the graph's named input."""
+        return {self.input_name: batch.canvases if self.fused_preprocess else batch.inputs}
 
     def random_input(self, rng: np.random.Generator, shape: Sequence[int] | None = None) -> np.ndarray:
         """Seeded noise of the graph's input kind: uint8 pixels, or N(0, 1) preprocessed values."""
@@ -102,8 +105,3 @@ class GraphSpec:
         if self.fused_preprocess:
             return rng.integers(0, 256, size=shape, dtype=np.uint8)
         return rng.standard_normal(shape).astype(np.float32)
-
-    # -- reading its output -----------------------------------------------------------------------
-    def class_map_batch(self, output: np.ndarray) -> np.ndarray:
-        """The graph's output → N×H×W class indices at model resolution."""
-        return np.asarray(output) if self.labels else np.asarray(output).argmax(axis=1)

@@ -23,8 +23,8 @@ from typing import Callable
 from segdeploy.atomic import atomic_write_text, sha256_file
 from segdeploy.errors import SegdeployError, UsageError
 from segdeploy.manifest import Manifest
-
-PIPELINE_KEY = "pipeline"
+from segdeploy.manifest.names import FP32_GRAPH
+from segdeploy.manifest.records import BuildState, PipelineState
 
 
 @dataclass
@@ -53,15 +53,16 @@ class PipelineConfig:
     calib: Path | None = None
     calib_size: int = 100
     calib_method: str = "minmax"
-    int8_max_miou_drop: float | None = None  # build --max-miou-drop (INT8 within a budget)
-    eval_data: Path | None = None  # build --eval-data (with int8_max_miou_drop)
+    int8_miou_budget: float | None = None  # build --miou-budget (INT8 within a budget)
+    eval_data: Path | None = None  # build --eval-data (with int8_miou_budget)
     eval_limit: int | None = None
     bench: dict = field(default_factory=dict)
+    deprecated: list[str] = field(default_factory=list)  # deprecation lines for the user (old key spellings)
 
 
 def demo_config(out: Path | None = None) -> PipelineConfig:
     """The embedded demo: the shipped U-Net on the shipped calib/ data."""
-    from segdeploy.precision.calibration import default_calib_dir
+    from segdeploy.data import default_calib_dir
 
     calib = default_calib_dir()
     meta_path = calib / "demo" / "model.json"
@@ -107,7 +108,7 @@ def load_config(path: Path, out: Path | None = None) -> PipelineConfig:
 def parse_config(raw, base: Path, out: Path | None = None) -> PipelineConfig:
     if not isinstance(raw, dict) or not isinstance(raw.get("models"), list) or not raw["models"]:
         raise UsageError("a pipeline config needs a non-empty `models:` list")
-    known = set(PipelineConfig.__dataclass_fields__) - {"models"}
+    known = set(PipelineConfig.__dataclass_fields__) - {"models", "deprecated"} | {OLD_BUDGET_KEY}
     unknown = set(raw) - known - {"models"}
     if unknown:
         raise UsageError(f"unknown pipeline config key(s): {', '.join(sorted(unknown))}; valid: models, {', '.join(sorted(known))}")
@@ -121,14 +122,25 @@ def parse_config(raw, base: Path, out: Path | None = None) -> PipelineConfig:
         precisions=list(raw.get("precisions", ["fp32", "fp16", "int8"])),
         backends=list(raw.get("backends", ["onnxruntime"])), data=resolve(raw.get("data")), split=raw.get("split"),
         calib=resolve(raw.get("calib")), calib_size=int(raw.get("calib_size", 100)),
-        calib_method=raw.get("calib_method", "minmax"), int8_max_miou_drop=_number(raw, "int8_max_miou_drop", float),
+        calib_method=raw.get("calib_method", "minmax"), int8_miou_budget=_budget(raw),
         eval_data=resolve(raw.get("eval_data")), eval_limit=_number(raw, "eval_limit", int), bench=dict(raw.get("bench") or {}),
     )
+    if OLD_BUDGET_KEY in raw:
+        config.deprecated.append(f"pipeline key {OLD_BUDGET_KEY} is deprecated: use int8_miou_budget")
     from segdeploy.precision.mixed import budget_options, check_budget
 
     # checked before any export runs, not after the first model's
-    check_budget(budget_options(config.int8_max_miou_drop, config.eval_data, config.eval_limit), config.precisions)
+    check_budget(budget_options(config.int8_miou_budget, config.eval_data, config.eval_limit), config.precisions)
     return config
+
+
+OLD_BUDGET_KEY = "int8_max_miou_drop"  # the budget's first spelling, still read
+
+
+def _budget(raw: dict) -> float | None:
+    if OLD_BUDGET_KEY in raw and "int8_miou_budget" in raw:
+        raise UsageError(f"give int8_miou_budget only ({OLD_BUDGET_KEY} is its deprecated spelling)")
+    return _number(raw, OLD_BUDGET_KEY if OLD_BUDGET_KEY in raw else "int8_miou_budget", float)
 
 
 def _number(raw: dict, key: str, kind):
@@ -206,7 +218,7 @@ def _export(model: ModelEntry, directory: Path, step) -> bool:
                 "classes_sha256": sha256_file(model.classes) if model.classes and model.classes.is_file() else None})
     if Manifest.exists(directory):
         manifest = Manifest.load(directory)
-        if manifest.data.get(PIPELINE_KEY, {}).get("export_key") == key and _verifies(manifest, "onnx-fp32"):
+        if manifest.pipeline and manifest.pipeline.export_key == key and _verifies(manifest, FP32_GRAPH.name):
             return True
     step(f"{model.name}: export")
     export_model(ExportRequest(
@@ -217,7 +229,7 @@ def _export(model: ModelEntry, directory: Path, step) -> bool:
         fusion=Fusion(model.fuse_preprocess, model.fuse_argmax),
     ))
     manifest = Manifest.load(directory)
-    manifest.data[PIPELINE_KEY] = {"export_key": key, "builds": {}}
+    manifest.pipeline = PipelineState(export_key=key)
     manifest.save()
     return False
 
@@ -231,19 +243,20 @@ def _build(config: PipelineConfig, directory: Path, backend: str, step) -> bool:
     manifest = Manifest.load(directory)
     calib = config.calib
     calib_key = [sha256_file(p) for p in find_images(calib)] if calib else None
-    key = _key({"graph": manifest.artifact("onnx-fp32")["sha256"], "precisions": config.precisions, "backend": backend,
+    key = _key({"graph": manifest.artifact(FP32_GRAPH.name).sha256, "precisions": config.precisions, "backend": backend,
                 "calib": calib_key, "calib_size": config.calib_size, "method": config.calib_method,
-                "budget": [config.int8_max_miou_drop, config.eval_data, config.eval_limit]})
-    state = manifest.data.setdefault(PIPELINE_KEY, {}).setdefault("builds", {}).get(backend)
-    if state and state["key"] == key and all(_verifies(manifest, n) for n in state["artifacts"]):
+                "budget": [config.int8_miou_budget, config.eval_data, config.eval_limit]})
+    state = manifest.pipeline.builds.get(backend) if manifest.pipeline else None
+    if state and state.key == key and all(_verifies(manifest, n) for n in state.artifacts):
         return True
     step(f"{directory.name}: build {', '.join(config.precisions)} for {backend}")
-    budget = budget_options(config.int8_max_miou_drop, config.eval_data, config.eval_limit)
+    budget = budget_options(config.int8_miou_budget, config.eval_data, config.eval_limit)
     options = BuildOptions(calib=calib, calib_size=config.calib_size, quant=QuantOptions(method=config.calib_method),
                            budget=budget)
     result = build_artifacts(directory, list(config.precisions), backend, options, step=step, warn=lambda _: None)
     manifest = Manifest.load(directory)
-    manifest.data[PIPELINE_KEY]["builds"][backend] = {"key": key, "artifacts": [a["name"] for a in result.artifacts]}
+    manifest.pipeline = manifest.pipeline or PipelineState(export_key="")
+    manifest.pipeline.builds[backend] = BuildState(key=key, artifacts=[a["name"] for a in result.artifacts])
     manifest.save()
     return False
 
@@ -258,7 +271,7 @@ def _verifies(manifest: Manifest, name: str) -> bool:
 
 def _bench(config: PipelineConfig, directory: Path):
     from segdeploy.bench.gates import GateOptions
-    from segdeploy.bench.run import BenchOptions, run_bench
+    from segdeploy.bench.benchmark import BenchOptions, run_bench
 
     settings = dict(config.bench)
     gates = GateOptions(**{k: settings.pop(k) for k in ("max_miou_drop", "min_agreement", "max_latency_ms") if k in settings})

@@ -108,6 +108,10 @@ class Preprocess:
         out = (pixels * np.float32(self.scale) - mean) / std
         return np.ascontiguousarray(out.transpose(2, 0, 1))
 
+    def normalize_batch(self, canvases) -> np.ndarray:
+        """N×H×W×3 uint8 canvases → N×3×H×W float32 model inputs."""
+        return np.stack([self.normalize(c) for c in canvases]).astype(np.float32, copy=False)
+
     def __call__(self, image: np.ndarray, input_hw: Sequence[int]) -> tuple[np.ndarray, Geometry]:
         """HxWx3 uint8 RGB image → (3xHxW float32 model input, geometry to undo it)."""
         canvas, geometry = self.resize_image(check_image(image), input_hw)

@@ -22,21 +22,19 @@ from typing import Sequence
 
 import numpy as np
 
+from segdeploy.backends.registry import preference
 from segdeploy.backends.select import cannot_run_here, make_runner
 from segdeploy.errors import SegdeployError
+from segdeploy.evaluation.outputs import class_map_batch, is_class_map
 from segdeploy.graph_spec import GraphSpec
 from segdeploy.manifest import FILENAME, Manifest
 from segdeploy.preprocess import Preprocess
-
-PREFERENCE = ("trt-int8", "trt-fp16", "trt-fp32", "ort-int8", "onnx-int8-ort", "ort-fp32", "onnx-fp32",
-              "ort-fp16", "onnx-fp16")
-
 
 def _open_manifest(path: Path) -> tuple[Manifest, str | None]:
     """A deploy directory, or an artifact file inside one (then that artifact is chosen)."""
     if path.is_file():
         manifest = Manifest.load(path.parent)
-        names = [n for n, e in manifest.artifacts.items() if e["file"] == path.name]
+        names = [n for n, e in manifest.artifacts.items() if e.file == path.name]
         if not names:
             raise SegdeployError(f"{path.name} is not an artifact recorded in {path.parent / FILENAME}")
         return manifest, names[0]
@@ -44,10 +42,9 @@ def _open_manifest(path: Path) -> tuple[Manifest, str | None]:
 
 
 def choose_artifact(manifest: Manifest) -> str:
-    """The preferred artifact that can run on this machine."""
-    runnable = [n for n in manifest.artifacts if cannot_run_here(manifest.artifacts[n]) is None
-                and manifest.artifacts[n].get("kind") in ("onnx", "engine")]
-    for name in PREFERENCE:
+    """The preferred artifact that can run on this machine (`backends.registry.preference`)."""
+    runnable = [n for n, entry in manifest.artifacts.items() if cannot_run_here(entry) is None]
+    for name in preference():
         if name in runnable:
             return name
     if runnable:
@@ -67,13 +64,13 @@ class Segmenter:
         if reason:
             raise SegdeployError(f"artifact {self.artifact} cannot run here: {reason}")
         self.manifest.verify(self.artifact)
-        self.preprocess = Preprocess.from_dict(self.manifest.data["preprocess"])
+        self.preprocess = self.manifest.preprocess
         self.spec = GraphSpec.of(self.manifest)  # fused graphs: uint8 NHWC in and/or class map out
         self.input_name = self.spec.input_name
         self.input_hw = self.spec.input_hw
         self.batch_dynamic = self.spec.batch_dynamic
-        self.num_classes = self.manifest.data["model"]["num_classes"]
-        self.classes = self.manifest.data["classes"]
+        self.num_classes = self.manifest.model.num_classes
+        self.classes = self.manifest.classes  # names, palette, ignore_index
         self.last_latency_ms: float | None = None
         self._buffer: np.ndarray | None = None
         self._runner = make_runner(self.manifest, self.artifact, threads=threads, providers=providers).activate()
@@ -110,7 +107,10 @@ class Segmenter:
         start = time.perf_counter()
         batch, geometries = self._prepare(images, bgr)
         output = next(iter(self._runner.infer({self.input_name: batch}).values()))
-        results = [self._finish(o, g, probabilities) for o, g in zip(output, geometries)]
+        if not is_class_map(output) and output.shape[1] != self.num_classes:
+            raise SegdeployError(f"the artifact outputs {output.shape[1]} channels, the manifest says {self.num_classes} classes")
+        maps = class_map_batch(output)  # logits → argmax over classes; a fused argmax's class map as is
+        results = [self._finish(m, o, g, probabilities) for m, o, g in zip(maps, output, geometries)]
         self.last_latency_ms = (time.perf_counter() - start) * 1000
         return results
 
@@ -131,17 +131,12 @@ class Segmenter:
             geometries.append(geometry)
         return self._buffer, geometries
 
-    def _finish(self, output: np.ndarray, geometry, probabilities: bool):
-        if self.spec.labels:  # fused argmax: the graph's class map, H×W
-            return Preprocess.restore(output, geometry).astype(np.uint8 if self.num_classes <= 256 else np.int32)
-        logits = output
-        if logits.shape[0] != self.num_classes:
-            raise SegdeployError(f"the artifact outputs {logits.shape[0]} channels, the manifest says {self.num_classes} classes")
-        class_map = Preprocess.restore(logits.argmax(axis=0), geometry)
-        class_map = class_map.astype(np.uint8 if self.num_classes <= 256 else np.int32)
+    def _finish(self, class_map: np.ndarray, output: np.ndarray, geometry, probabilities: bool):
+        """One image: its class map at the image's size (uint8 when the classes fit) [, probabilities]."""
+        class_map = Preprocess.restore(class_map, geometry).astype(np.uint8 if self.num_classes <= 256 else np.int32)
         if not probabilities:
             return class_map
-        return class_map, _probabilities_at(logits, geometry)
+        return class_map, _probabilities_at(output, geometry)
 
 
 def _probabilities_at(logits: np.ndarray, geometry) -> np.ndarray:

@@ -4,7 +4,7 @@ Small and reproducible rather than state of the art: the whole training split is
 preprocessed once into memory (the shared `Preprocess`, so training, calibration and
 evaluation see identical inputs), augmented with horizontal flips, trained with AdamW
 and a one-cycle schedule, validated every epoch at label resolution with
-`segdeploy.evaluate`.
+the evaluation engine (`segdeploy.evaluation`).
 
 The output folder holds:
 
@@ -76,19 +76,26 @@ def load_tensors(dataset: Dataset, preprocess: Preprocess, input_hw) -> tuple[np
     return np.stack(inputs), np.stack(targets)
 
 
-def train(config: TrainConfig, *, resume: bool = False, log: Callable[[str], None] = print) -> dict:
-    """Train, validate each epoch, checkpoint; returns the final model.json content."""
+Progress = Callable[[str, int, int, float], None]  # (epoch title, images done, images in the epoch, mean loss)
+
+
+def train(config: TrainConfig, *, resume: bool = False, log: Callable[[str], None] = print,
+          progress: Progress | None = None) -> dict:
+    """Train, validate each epoch, checkpoint; returns the final model.json content.
+
+    `log` gets one line per epoch; `progress` (optional) is told after every batch (a progress
+    bar is the caller's: the library prints nothing itself)."""
     import torch
 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
-        return _train(config, resume, log)
+        return _train(config, resume, log, progress or (lambda *_: None))
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _train(config: TrainConfig, resume: bool, log: Callable[[str], None]) -> dict:
+def _train(config: TrainConfig, resume: bool, log: Callable[[str], None], progress: Progress) -> dict:
     import torch
 
     torch.manual_seed(config.seed)
@@ -109,7 +116,8 @@ def _train(config: TrainConfig, resume: bool, log: Callable[[str], None]) -> dic
         rng = np.random.default_rng([config.seed, epoch])  # per epoch, so a resumed run shuffles the same
         torch.manual_seed(config.seed * 100_003 + epoch)  # and draws the same dropout masks
         title = f"epoch {epoch}/{config.epochs}"
-        loss = _train_epoch(model, optimizer, scheduler, (x_train, y_train), config.batch_size, rng, title)
+        loss = _train_epoch(model, optimizer, scheduler, (x_train, y_train), config.batch_size, rng,
+                            lambda done, total, mean, title=title: progress(title, done, total, mean))
         scores = _validate(model, val_set, preprocess, config.input_hw)
         state["seconds"] += time.perf_counter() - start
         _record_epoch(state, epoch, loss, scores, model, out, train_set.classes.names)
@@ -133,9 +141,11 @@ def _prepare(config: TrainConfig):
 
 
 def _validate(model, val_set: Dataset, preprocess: Preprocess, input_hw):
-    from segdeploy.evaluate import evaluate, torch_predictor
+    from segdeploy.backends.torch import TorchRunner
+    from segdeploy.evaluation.engine import evaluate_dataset, runner_predictor
 
-    return evaluate(torch_predictor(model), val_set, preprocess, input_hw, batch_size=16).results["model"].scores
+    with TorchRunner(model) as runner:
+        return evaluate_dataset(runner_predictor(runner), val_set, preprocess, input_hw, batch_size=16)["model"].scores
 
 
 def _record_epoch(state: dict, epoch: int, loss: float, scores, model, out: Path, names) -> None:
@@ -153,31 +163,25 @@ def _check_input(spec, input_hw) -> None:
         raise SegdeployError(f"{spec.name} needs an input height and width divisible by {spec.size_multiple}, got {h}x{w}")
 
 
-def _train_epoch(model, optimizer, scheduler, data, batch_size: int, rng, title: str) -> float:
+def _train_epoch(model, optimizer, scheduler, data, batch_size: int, rng, on_batch) -> float:
     import torch
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from segdeploy.console import stderr
 
     x, y = data
     model.train()
     order = rng.permutation(len(x))
     losses = []
-    columns = (TextColumn(title), BarColumn(), TextColumn("loss {task.fields[loss]:.3f}"), TimeRemainingColumn())
-    with Progress(*columns, console=stderr, transient=True) as progress:
-        task = progress.add_task("train", total=len(order), loss=float("nan"))
-        for first in range(0, len(order), batch_size):
-            index = order[first:first + batch_size]
-            xb, yb = torch.from_numpy(x[index]), torch.from_numpy(y[index])
-            flip = torch.from_numpy(rng.random(len(index)) < 0.5)  # horizontal flips, image and label alike
-            xb[flip], yb[flip] = xb[flip].flip(-1), yb[flip].flip(-1)
-            loss = torch.nn.functional.cross_entropy(model(xb), yb, ignore_index=IGNORE_TORCH)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
-            progress.update(task, advance=len(index), loss=float(np.mean(losses)))
+    for first in range(0, len(order), batch_size):
+        index = order[first:first + batch_size]
+        xb, yb = torch.from_numpy(x[index]), torch.from_numpy(y[index])
+        flip = torch.from_numpy(rng.random(len(index)) < 0.5)  # horizontal flips, image and label alike
+        xb[flip], yb[flip] = xb[flip].flip(-1), yb[flip].flip(-1)
+        loss = torch.nn.functional.cross_entropy(model(xb), yb, ignore_index=IGNORE_TORCH)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+        on_batch(first + len(index), len(order), float(np.mean(losses)))
     model.eval()
     return float(np.mean(losses))
 

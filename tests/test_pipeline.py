@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import textwrap
 
+import numpy as np
 import pytest
 
 from segdeploy.errors import SegdeployError
@@ -72,7 +73,7 @@ def test_config_with_fused_export_and_int8_budget(tmp_path):
     model = demo.models[0]
     raw = {
         "out": str(tmp_path / "runs"), "data": str(demo.calib), "split": "val", "calib": str(demo.calib), "calib_size": 8,
-        "precisions": ["int8"], "int8_max_miou_drop": 0.5, "eval_limit": 8, "bench": REDUCED,
+        "precisions": ["int8"], "int8_miou_budget": 0.5, "eval_limit": 8, "bench": REDUCED,
         "models": [{"name": "fused", "source": model.source, "num_classes": model.num_classes,
                     "model_kwargs": model.model_kwargs, "weights": str(model.weights), "input_shape": model.input_shape,
                     "classes": str(model.classes), "fuse_preprocess": True, "fuse_argmax": True}],
@@ -83,24 +84,47 @@ def test_config_with_fused_export_and_int8_budget(tmp_path):
     assert set(rows) == {"pytorch", "onnx-fp32", "onnx-int8-ort"}
     assert rows["onnx-fp32"]["pixel_agreement"] >= 99.9  # the fused graph reproduces the unfused PyTorch model
     manifest = Manifest.load(tmp_path / "runs" / "fused")
-    assert manifest.data["fused"] == {"preprocess": True, "argmax": True}
-    record = manifest.artifact("onnx-int8-ort")["mixed_precision"]
-    assert record["budget_miou_drop"] == 0.5 and record["final"]["drop"] <= 0.5
+    assert manifest.fused.preprocess and manifest.fused.argmax
+    record = manifest.artifact("onnx-int8-ort").mixed_precision
+    assert record.budget_miou_drop == 0.5 and record.final["drop"] <= 0.5
     assert run_pipeline(config).reused == ["fused: export", "fused: build onnxruntime"]
 
 
+def test_old_budget_key_is_read_with_a_deprecation_line(cli, tmp_path):
+    from segdeploy.pipeline import parse_config
+
+    config = parse_config({"models": [{"source": "unet"}], "precisions": ["int8"], "int8_max_miou_drop": 0.25}, tmp_path)
+    assert config.int8_miou_budget == 0.25 and config.deprecated == [
+        "pipeline key int8_max_miou_drop is deprecated: use int8_miou_budget"]
+    (tmp_path / "p.yaml").write_text("models: [{source: nope}]\nprecisions: [int8]\nint8_max_miou_drop: 0.25\n")
+    proc = cli("pipeline", str(tmp_path / "p.yaml"), "-o", str(tmp_path / "out"))
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and lines[0] == "warning: pipeline key int8_max_miou_drop is deprecated: use int8_miou_budget"
+    assert "unknown model 'nope'" in lines[-1]
+
+
 def test_config_with_best_calibration_method(tmp_path):
-    """`calib_method: best` reaches the build: three methods compared, one INT8 graph written."""
+    """`calib_method: best` reaches the build: three methods compared, and the INT8 graph written is
+    the one the table says won, with the agreement measured here independently."""
     from segdeploy.manifest import Manifest
+    from segdeploy.precision.compare import pick_best
+    from tests.helpers import calib_val_images, canvases, graph_class_maps
 
     config = demo_config(tmp_path / "best")
     config.backends, config.precisions, config.calib_size, config.calib_method = ["onnxruntime"], ["int8"], 8, "best"
     config.bench = REDUCED
     result = run_pipeline(config)
     assert {r["artifact"] for r in result.rows} == {"pytorch", "onnx-fp32", "onnx-int8-ort"}
-    comparison = Manifest.load(tmp_path / "best" / "demo_unet").artifact("onnx-int8-ort")["calibration"]["comparison"]
-    assert [row["method"] for row in comparison["rows"]] == ["minmax", "entropy", "percentile"]
-    assert comparison["picked"] in ("minmax", "entropy", "percentile")
+    directory = tmp_path / "best" / "demo_unet"
+    comparison = Manifest.load(directory).artifact("onnx-int8-ort").calibration.comparison
+    assert [row["method"] for row in comparison.rows] == ["minmax", "entropy", "percentile"]
+    assert comparison.picked == pick_best(comparison.rows)["method"]
+    picked = next(r for r in comparison.rows if r["method"] == comparison.picked)
+    assert picked["argmax_agreement"] == max(r["argmax_agreement"] for r in comparison.rows)
+    pixels = canvases(calib_val_images(calibrated=8), (96, 128))
+    fp32, int8 = (graph_class_maps(directory / name, pixels) for name in ("model.onnx", "model.int8-ort.onnx"))
+    assert len(np.unique(fp32)) >= 4
+    assert picked["argmax_agreement"] == pytest.approx(float(np.mean(fp32 == int8)), abs=1e-9)
 
 
 @pytest.mark.parametrize(
@@ -112,8 +136,10 @@ def test_config_with_best_calibration_method(tmp_path):
         ("models: [{source: unet}]\nprecison: [fp16]", "unknown pipeline config key(s): precison"),
         ("models: [{source: unet}, {source: unet}]", "model names must be unique"),
         ("models: [unclosed", "is not valid YAML"),
+        ("models: [{source: unet}]\nint8_miou_budget: lots", "`int8_miou_budget` must be a number"),
         ("models: [{source: unet}]\nint8_max_miou_drop: lots", "`int8_max_miou_drop` must be a number"),
-        ("models: [{source: unet}]\neval_limit: 8", "only apply with --max-miou-drop"),
+        ("models: [{source: unet}]\nint8_miou_budget: 1\nint8_max_miou_drop: 1", "give int8_miou_budget only"),
+        ("models: [{source: unet}]\neval_limit: 8", "only apply with --miou-budget"),
     ],
 )
 def test_bad_configs(cli, tmp_path, text, message):

@@ -31,16 +31,22 @@ def labels_to_msg_fields(labels: np.ndarray) -> dict:
             "is_bigendian": 0, "data": labels.tobytes()}
 
 
-def main() -> None:  # pragma: no cover - needs a ROS 2 installation
-    import rclpy
+def segment_message(segmenter, encoding: str, height: int, width: int, step: int, data: bytes) -> dict:
+    """One sensor_msgs/Image's fields → the fields of its mono8 class map (what the node publishes)."""
+    image, bgr = image_from_msg(encoding, height, width, step, data)
+    return labels_to_msg_fields(segmenter(image, bgr=bgr))
+
+
+def node_class():
+    """The rclpy node class (imports ROS 2 only when called)."""
     from rclpy.node import Node
     from sensor_msgs.msg import Image
 
     from segdeploy import Segmenter
 
     class SegdeployNode(Node):
-        def __init__(self):
-            super().__init__("segdeploy")
+        def __init__(self, **kwargs):
+            super().__init__("segdeploy", **kwargs)
             deploy_dir = self.declare_parameter("deploy_dir", "deploy/model").value
             self.segmenter = Segmenter(deploy_dir)  # picks a TensorRT engine when it can run here
             self.publisher = self.create_publisher(Image, self.declare_parameter("output_topic", "segmentation/labels").value, 1)
@@ -48,12 +54,17 @@ def main() -> None:  # pragma: no cover - needs a ROS 2 installation
             self.get_logger().info(f"segmenting with {self.segmenter.artifact}")
 
         def on_image(self, msg: Image) -> None:
-            image, bgr = image_from_msg(msg.encoding, msg.height, msg.width, msg.step, bytes(msg.data))
-            out = Image(header=msg.header, **labels_to_msg_fields(self.segmenter(image, bgr=bgr)))
-            self.publisher.publish(out)
+            fields = segment_message(self.segmenter, msg.encoding, msg.height, msg.width, msg.step, bytes(msg.data))
+            self.publisher.publish(Image(header=msg.header, **fields))
+
+    return SegdeployNode
+
+
+def main() -> None:  # pragma: no cover - needs a ROS 2 installation
+    import rclpy
 
     rclpy.init()
-    node = SegdeployNode()
+    node = node_class()()
     try:
         rclpy.spin(node)
     finally:

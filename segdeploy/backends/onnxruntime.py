@@ -104,3 +104,26 @@ class OrtRunner(Runner):
             raise SegdeployError(f"inputs {sorted(batch)} do not match the graph's {sorted(expected)}")
         names = [o.name for o in self.session.get_outputs()]
         return dict(zip(names, self.session.run(names, batch)))
+
+
+def open_runner(manifest, name: str, options) -> OrtRunner:
+    """The registry's runner factory: artifact `name` of `manifest` with `options` (`registry.RunOptions`)."""
+    return OrtRunner(manifest.directory / manifest.artifact(name).file, threads=options.threads, providers=options.providers)
+
+
+def build_artifact(job) -> str | None:
+    """`build --backend onnxruntime`: the precision graph is the artifact; with `--ort-optimize` also save it
+    with onnxruntime's CPU graph optimizations applied, recorded as `ort-<precision>`."""
+    from segdeploy.manifest import tool_versions
+    from segdeploy.manifest.names import ONNX, ort_optimized
+
+    if not job.options.ort_optimize:
+        return None
+    manifest, made = job.manifest, ort_optimized(job.precision)
+    job.step(f"saving {job.precision} graph with onnxruntime optimizations")
+    settings = build(manifest.verify(job.graph), manifest.directory / made.file)
+    graph = manifest.artifact(job.graph)
+    manifest.add_artifact(made.name, made.file, kind=ONNX, precision=job.precision, backend="onnxruntime",
+                          target="onnxruntime-cpu", parent=job.graph, inputs=graph.inputs, outputs=graph.outputs,
+                          settings=settings, tool_versions=tool_versions("onnxruntime"))
+    return made.name

@@ -1,40 +1,21 @@
-"""Runners for manifest artifacts, and whether an artifact can run on this machine."""
+"""Runners for manifest artifacts, and whether an artifact can run on this machine (via `registry`)."""
 
 from __future__ import annotations
 
-from segdeploy.errors import SegdeployError
-from segdeploy.manifest import Manifest
+from segdeploy.backends.registry import RunOptions, backend_of
 
 
-def cannot_run_here(entry: dict) -> str | None:
-    """Why an artifact cannot run here (an engine without TensorRT runtime or GPU), or None."""
-    if entry.get("kind") != "engine":
-        return None
-    try:
-        from segdeploy.backends.tensorrt.flavour import load_tensorrt
-
-        load_tensorrt()
-    except SegdeployError as exc:
-        return f"no TensorRT runtime ({exc.message})"
-    from segdeploy.backends.tensorrt.device import gpu_info
-
-    if not gpu_info():
-        return "no CUDA GPU on this machine"
-    return None
+def cannot_run_here(artifact) -> str | None:
+    """Why `artifact` (a manifest `Artifact`) cannot run here (an engine without TensorRT or GPU), or None."""
+    spec = backend_of(artifact)
+    return spec.call("why_not_here", artifact) if spec.why_not_here else None
 
 
-def make_runner(manifest: Manifest, name: str, *, threads: int | None = None, providers: list[str] | None = None,
+def make_runner(manifest, name: str, *, threads: int | None = None, providers: list[str] | None = None,
                 cuda_graph: bool = False):
     """An (inactive) runner for artifact `name`; use it as a context manager.
 
     `cuda_graph` applies to TensorRT engines (their enqueue is replayed as a CUDA graph).
     """
-    entry = manifest.artifact(name)
-    path = manifest.directory / entry["file"]
-    if entry.get("kind") == "engine":
-        from segdeploy.backends.tensorrt.runner import TrtRunner
-
-        return TrtRunner(path, entry, cuda_graph=cuda_graph)
-    from segdeploy.backends.onnxruntime import OrtRunner
-
-    return OrtRunner(path, threads=threads, providers=providers)
+    options = RunOptions(threads=threads, providers=providers, cuda_graph=cuda_graph)
+    return backend_of(manifest.artifact(name)).call("open_runner", manifest, name, options)

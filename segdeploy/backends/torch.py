@@ -1,14 +1,19 @@
-"""PyTorch reference runner: the eager model behind the same runner protocol."""
+"""PyTorch reference runner: the eager model behind the same runner protocol.
+
+`TorchRunner` is also how the evaluation engine runs a PyTorch model
+(`evaluation.engine.runner_predictor(TorchRunner(model))`): there is one way to run one.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 from segdeploy.backends.base import Runner
+from segdeploy.errors import SegdeployError
 
 
 class TorchRunner(Runner):
-    """Runs an `nn.Module` that maps one NCHW input to logits (or a dict holding 'out')."""
+    """Runs an `nn.Module` that maps one NCHW input to logits (or anything `pick_logits` reads)."""
 
     name = "pytorch"
 
@@ -29,8 +34,25 @@ class TorchRunner(Runner):
     def _infer(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        from segdeploy.export.wrapper import pick_logits
+        from segdeploy.models.outputs import pick_logits
 
         with torch.inference_mode():
             out = pick_logits(self.module(torch.from_numpy(np.ascontiguousarray(batch[self.input_name]))))
-        return {self.output_name: out.numpy()}
+        return {self.output_name: out.detach().cpu().numpy() if hasattr(out, "detach") else np.asarray(out)}
+
+
+def reference_module(manifest):
+    """The exported model as PyTorch eager (one logits output), refusing weights that differ from the export's."""
+    from segdeploy.models.loading import load_model, weights_fingerprint
+    from segdeploy.models.outputs import LogitsModel
+
+    record = manifest.model
+    loaded = load_model(record.source, model_kwargs=record.model_kwargs, num_classes=record.num_classes_arg,
+                        weights=record.weights)
+    if record.weights_fingerprint and weights_fingerprint(loaded.module) != record.weights_fingerprint:
+        raise SegdeployError(
+            "cannot rebuild the PyTorch reference: its weights differ from those exported "
+            "(checkpoint changed, or random initialisation under another torch version)",
+            "re-export with --weights, or bench with the same checkpoint",
+        )
+    return LogitsModel(loaded.module, upsample=record.upsampled_output).eval()

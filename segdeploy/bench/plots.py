@@ -1,4 +1,4 @@
-"""PNG plots of a bench report (matplotlib, imported lazily, Agg backend: no display needed)."""
+"""PNG plots of a bench report, and the pipeline's Pareto plot (through `segdeploy.plotting`)."""
 
 from __future__ import annotations
 
@@ -6,38 +6,19 @@ from pathlib import Path
 
 import numpy as np
 
-from segdeploy.atomic import atomic_path
-from segdeploy.errors import SegdeployError
+from segdeploy.plotting import pyplot, save_figure
 from segdeploy.visualize import colourise
 
 
-def _pyplot():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise SegdeployError("plots need matplotlib", "pip install matplotlib, or pass --no-plots") from None
-    return plt
-
-
 def write_plots(report: dict, directory: Path, examples: dict | None) -> list[Path]:
-    plt = _pyplot()
-    written = [_save(plt, latency_distribution(plt, report), directory / "latency.png"),
-               _save(plt, latency_vs_miou(plt, report), directory / "latency_vs_miou.png")]
+    plt = pyplot()
+    written = [save_figure(plt, latency_distribution(plt, report), directory / "latency.png"),
+               save_figure(plt, latency_vs_miou(plt, report), directory / "latency_vs_miou.png")]
     if report["data"]["labelled"]:
-        written.append(_save(plt, per_class_iou(plt, report), directory / "per_class_iou.png"))
+        written.append(save_figure(plt, per_class_iou(plt, report), directory / "per_class_iou.png"))
     if examples is not None:
-        written.append(_save(plt, overlays(plt, report, examples), directory / "examples.png"))
+        written.append(save_figure(plt, overlays(plt, report, examples), directory / "examples.png"))
     return written
-
-
-def _save(plt, figure, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    return path
 
 
 def latency_distribution(plt, report: dict):
@@ -103,7 +84,7 @@ def overlays(plt, report: dict, examples: dict):
 
 def pareto_plot(rows: list[dict], front: list[int], path: Path) -> Path:
     """Latency vs mIoU over every (model, artifact) of a pipeline, the Pareto front joined by a line."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(6.5, 4.2))
     for index, row in enumerate(rows):
         axis.scatter([row["p50_ms"]], [row["miou"]], marker="o" if index in front else "x")
@@ -114,4 +95,4 @@ def pareto_plot(rows: list[dict], front: list[int], path: Path) -> Path:
     axis.set_xlabel("median inference latency (ms)")
     axis.set_ylabel("mIoU (%)")
     axis.set_title("latency vs mIoU (Pareto front dashed)")
-    return _save(plt, figure, path)
+    return save_figure(plt, figure, path)

@@ -7,36 +7,8 @@ from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 from segdeploy.atomic import atomic_write_text
+from segdeploy.render import BENCH_COLUMNS, bench_rows, mixed_precision_lines
 
-COLUMNS = ("artifact", "backend", "precision", "p50 ms", "p90 ms", "p99 ms", "img/s", "e2e p50 ms",
-           "mIoU", "ΔmIoU", "agree %", "worst ΔIoU")
-
-
-def table_rows(report: dict) -> list[list[str]]:
-    """One row per target, formatted; used by bench.md and the terminal table."""
-    rows = []
-    for name, target in report["targets"].items():
-        lat = (target.get("latency") or {}).get("inference") or {}
-        e2e = (target.get("latency") or {}).get("end_to_end") or {}
-        acc = target.get("accuracy") or {}
-        worst = acc.get("worst_class_delta_iou")
-        cells = [(lat, "median", 2), (lat, "p90", 2), (lat, "p99", 2), (lat, "throughput", 1), (e2e, "median", 2),
-                 (acc, "miou", 2)]
-        rows.append([
-            name, target["backend"], target["precision"], *(fmt_number(d.get(k), n) for d, k, n in cells),
-            fmt_number(acc.get("delta_miou"), 2, signed=True), fmt_number(acc.get("pixel_agreement"), 3),
-            f"{worst['delta']:+.2f} ({worst['class']})" if worst else "–",
-        ])
-    for skipped in report.get("skipped", []):
-        rows.append([skipped["name"], "–", "–", *["–"] * 8, f"skipped: {skipped['reason']}"])
-    return rows
-
-
-def fmt_number(value, digits: int = 2, signed: bool = False) -> str:
-    """A table cell: fixed digits, optional sign, an en dash for a missing figure."""
-    if value is None:
-        return "–"
-    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
 def markdown(report: dict) -> str:
@@ -44,8 +16,8 @@ def markdown(report: dict) -> str:
     env = report["environment"]
     lines.append(f"{report['data']['images']} images from `{report['data']['path']}`; batch {report['settings']['batch']}; "
                  f"{env.get('cpu')} ({env.get('cpu_count')} cores){', ' + env['gpu'] if env.get('gpu') else ''}")
-    lines += ["", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(report)]
+    lines += ["", "| " + " | ".join(BENCH_COLUMNS) + " |", "|" + "---|" * len(BENCH_COLUMNS)]
+    lines += ["| " + " | ".join(row) + " |" for row in bench_rows(report)]
     lines += _mixed_section(report)
     gates = report.get("gates", {}).get("results", [])
     if gates:
@@ -56,14 +28,12 @@ def markdown(report: dict) -> str:
 
 
 def _mixed_section(report: dict) -> list[str]:
-    """Evidence for INT8 graphs built within an mIoU budget (`build --max-miou-drop`), as recorded at build time."""
-    from segdeploy.precision.mixed import summary_lines
-
+    """Evidence for INT8 graphs built within an mIoU budget (`build --miou-budget`), as recorded at build time."""
     lines = []
     for name, target in report["targets"].items():
         if target.get("mixed_precision"):
             lines += ["", f"**{name}: INT8 within a budget** (measured at build time)", ""]
-            lines += [f"- {line}" for line in summary_lines(target["mixed_precision"])]
+            lines += [f"- {line}" for line in mixed_precision_lines(target["mixed_precision"])]
     return lines
 
 

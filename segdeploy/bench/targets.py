@@ -9,6 +9,7 @@ from segdeploy.backends.select import cannot_run_here, make_runner
 from segdeploy.errors import SegdeployError, UsageError
 from segdeploy.graph_spec import GraphSpec
 from segdeploy.manifest import Manifest
+from segdeploy.manifest.names import ENGINE
 
 REFERENCE = "pytorch"
 
@@ -47,7 +48,7 @@ def select_targets(
     if unknown:
         raise UsageError(f"no artifact {', '.join(unknown)} in {manifest.directory}; artifacts: {', '.join(artifacts)}")
     chosen = [n for n in artifacts if (not names or n in names)]
-    chosen = [n for n in chosen if not backends or artifacts[n].get("backend") in backends]
+    chosen = [n for n in chosen if not backends or artifacts[n].backend in backends]
     if not chosen:
         raise UsageError(f"no artifact of backend {', '.join(backends or [])} in {manifest.directory}")
     targets, skipped = [], []
@@ -62,21 +63,21 @@ def select_targets(
             continue
         targets.append(_artifact_target(manifest, name, entry, threads, cuda_graph))
     if cuda_graph and not any(t.cuda_graph for t in targets):
-        why = "; ".join(f"{s.name}: {s.reason}" for s in skipped if manifest.artifacts[s.name].get("kind") == "engine")
+        why = "; ".join(f"{s.name}: {s.reason}" for s in skipped if manifest.artifacts[s.name].kind == ENGINE)
         raise UsageError("--cuda-graph applies to TensorRT engines, and no engine is benched here" + (f" ({why})" if why else ""),
                          "build one with `segdeploy build DEPLOY_DIR --backend tensorrt`, or drop --cuda-graph")
     return reference_target(manifest, threads), targets, skipped
 
 
-def _artifact_target(manifest: Manifest, name: str, entry: dict, threads: int | None, cuda_graph: bool) -> Target:
-    graph = cuda_graph and entry.get("kind") == "engine"
+def _artifact_target(manifest: Manifest, name: str, entry, threads: int | None, cuda_graph: bool) -> Target:
+    graph = cuda_graph and entry.kind == ENGINE
     factory = lambda: make_runner(manifest, name, threads=threads, cuda_graph=graph)  # noqa: E731
-    return Target(name, entry.get("backend", "?"), entry.get("precision", "?"), factory, entry.get("target", ""), graph)
+    return Target(name, entry.backend, entry.precision, factory, entry.target or "", graph)
 
 
 def reference_target(manifest: Manifest, threads: int | None) -> Target:
     """PyTorch eager, rebuilt from what the manifest recorded (source, kwargs, weights)."""
-    from segdeploy.backends.torch import TorchRunner
+    from segdeploy.backends.torch import TorchRunner, reference_module
 
     spec = GraphSpec.of(manifest).unfused()  # the reference is the plain model, even for a fused export
 
@@ -85,21 +86,3 @@ def reference_target(manifest: Manifest, threads: int | None) -> Target:
                            threads=threads)
 
     return Target(REFERENCE, "torch", "fp32", open_reference)
-
-
-def reference_module(manifest: Manifest):
-    """The exported model as PyTorch eager (one logits output), refusing weights that differ from the export's."""
-    from segdeploy.export.wrapper import LogitsModel
-    from segdeploy.models.loading import load_model, weights_fingerprint
-
-    record = manifest.data["model"]
-    loaded = load_model(record["source"], model_kwargs=record.get("model_kwargs") or {},
-                        num_classes=record.get("num_classes_arg"), weights=record.get("weights"))
-    recorded = record.get("weights_fingerprint")
-    if recorded and weights_fingerprint(loaded.module) != recorded:
-        raise SegdeployError(
-            "cannot rebuild the PyTorch reference: its weights differ from those exported "
-            "(checkpoint changed, or random initialisation under another torch version)",
-            "re-export with --weights, or bench with the same checkpoint",
-        )
-    return LogitsModel(loaded.module, upsample=bool(record.get("upsampled_output"))).eval()

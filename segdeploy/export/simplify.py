@@ -25,21 +25,3 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
     if not ok:
         raise ExportError("onnxsim could not validate the simplified graph", "re-run with --no-simplify")
     return simplified
-
-
-def graph_io(model: onnx.ModelProto) -> dict:
-    """Names, shapes (ints or axis names) and dtypes of the graph's inputs and outputs."""
-
-    def describe(values):
-        out = []
-        for value in values:
-            tensor = value.type.tensor_type
-            dims = [d.dim_param if d.dim_param else d.dim_value for d in tensor.shape.dim]
-            out.append({"name": value.name, "shape": dims, "dtype": onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name})
-        return out
-
-    initializers = {init.name for init in model.graph.initializer}
-    return {
-        "inputs": describe(v for v in model.graph.input if v.name not in initializers),
-        "outputs": describe(model.graph.output),
-    }

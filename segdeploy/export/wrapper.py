@@ -1,55 +1,14 @@
-"""Normalise any segmentation model's output to one tensor: logits, N×C×H×W at input size."""
+"""The export wrapper: the model with one output, logits at input size (see `models.outputs`),
+checked on a sample and made traceable (TorchScript models get a scripted adapter)."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from segdeploy.errors import ExportError
 from segdeploy.export.scripted import ScriptedDict, ScriptedFirst, ScriptedTensor
-
-
-def pick_logits(output):
-    """torchvision's {"out", "aux"} dict → "out"; a tuple/list → its first item; a tensor or array → itself.
-
-    The one place that knows what a segmentation model's output may look like (export,
-    evaluation and the PyTorch runner all call it).
-    """
-    if isinstance(output, dict):
-        if "out" in output:
-            return output["out"]
-        if not output:
-            raise ExportError("the model returned an empty dict; segdeploy needs N×C×H×W logits")
-        return next(iter(output.values()))
-    if isinstance(output, (tuple, list)):
-        if not output:
-            raise ExportError("the model returned an empty sequence; segdeploy needs N×C×H×W logits")
-        return pick_logits(output[0])
-    if torch.is_tensor(output) or isinstance(output, np.ndarray):
-        return output
-    raise ExportError(f"the model returned {type(output).__name__}; segdeploy needs N×C×H×W logits")
-
-
-class LogitsModel(nn.Module):
-    """Wraps a model so that it has one output, `logits`, at the input's resolution.
-
-    Auxiliary heads are dropped. A model whose logits are smaller than its input (an
-    encoder at stride 8 with no final upsampling) gets a bilinear upsampling appended,
-    which is recorded in the manifest (`upsampled_output`).
-    """
-
-    def __init__(self, model: nn.Module, upsample: bool = False):
-        super().__init__()
-        self.model = model
-        self.upsample = upsample
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = pick_logits(self.model(x))
-        if self.upsample:
-            logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return logits
+from segdeploy.models.outputs import LogitsModel, pick_logits
 
 
 def _script_adapter(model: torch.jit.ScriptModule, output, upsample: bool) -> nn.Module:

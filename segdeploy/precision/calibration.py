@@ -14,19 +14,13 @@ from typing import Callable
 
 import numpy as np
 
-from segdeploy.data import find_images
+from segdeploy.data import default_calib_dir, find_images
 from segdeploy.errors import SegdeployError, UsageError
+from segdeploy.evaluation.batches import BatchReader
 from segdeploy.graph_spec import GraphSpec
-from segdeploy.preprocess import Preprocess, load_rgb
+from segdeploy.preprocess import load_rgb
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
-
-
-def default_calib_dir() -> Path:
-    """The project's `calib/` folder at the repository root (beside the package)."""
-    import segdeploy
-
-    return Path(segdeploy.__file__).resolve().parents[1] / "calib"
 
 
 @dataclass(frozen=True)
@@ -75,38 +69,21 @@ def select_images(folder: Path | None, size: int, warn: Callable[[str], None] = 
     return CalibrationSet(folder=folder, images=tuple(chosen), requested=size)
 
 
-class ImageBatchReader:
-    """Named batches of preprocessed images for onnxruntime's calibrators.
+class CalibrationReader:
+    """Named batches ({input name: array}) in onnxruntime's CalibrationDataReader protocol
+    (`get_next`, and `set_range` so the calibrator can work in strides and bound its memory).
 
-    `on_batch(done, total)` is called after each batch is handed out (progress display).
-    Supports `set_range` so the calibrator can work in strides and bound its memory.
+    `feeds` is any sequence of named batches: a list, or `GraphFeeds` (images read on demand
+    through the one `BatchReader`). `on_batch(done, total)` is called after each batch is handed
+    out (progress display).
     """
 
-    def __init__(
-        self,
-        images: tuple[Path, ...],
-        preprocess: Preprocess,
-        *,
-        input_name: str,
-        batch: int,
-        input_hw: tuple[int, int],
-        on_batch: Callable[[int, int], None] | None = None,
-        spec: GraphSpec | None = None,
-    ):
-        if len(images) < batch:
-            raise SegdeployError(f"the model takes batches of {batch} images but only {len(images)} calibration images were found")
-        self.images = images
-        self.preprocess = preprocess
-        self.input_name = input_name
-        self.batch = batch
-        self.input_hw = input_hw
-        self.on_batch = on_batch
-        self.spec = spec  # None: preprocessed NCHW float32; else whatever that graph takes (uint8 NHWC when fused)
-        self.done = 0
-        self.set_range(0, len(self))
+    def __init__(self, feeds, on_batch: Callable[[int, int], None] | None = None):
+        self.feeds, self.on_batch = feeds, on_batch
+        self.rewind()
 
     def __len__(self) -> int:
-        return len(self.images) // self.batch
+        return len(self.feeds)
 
     def set_range(self, start_index: int, end_index: int) -> None:
         self._next, self._end = start_index, min(end_index, len(self))
@@ -114,50 +91,37 @@ class ImageBatchReader:
     def get_next(self) -> dict[str, np.ndarray] | None:
         if self._next >= self._end:
             return None
-        batch = self.load_batch(self._next)
+        batch = self.feed(self._next)
         self._next += 1
         self.done += 1
         if self.on_batch:
             self.on_batch(self.done, len(self))
         return batch
 
-    def load_batch(self, index: int) -> dict[str, np.ndarray]:
-        """Batch `index` as {input name: N×3×H×W float32}, or N×H×W×3 uint8 for a fused-preprocess graph."""
-        paths = self.images[index * self.batch : (index + 1) * self.batch]
-        if self.spec is not None:
-            canvases = np.stack([self.preprocess.resize_image(load_rgb(path), self.input_hw)[0] for path in paths])
-            return {self.input_name: self.spec.graph_input(canvases, self.preprocess)}
-        arrays = [self.preprocess(load_rgb(path), self.input_hw)[0] for path in paths]
-        return {self.input_name: np.stack(arrays).astype(np.float32, copy=False)}
+    def feed(self, index: int) -> dict[str, np.ndarray]:
+        return self.feeds[index]
 
     def rewind(self) -> None:
         self.done = 0
         self.set_range(0, len(self))
 
 
-class BatchListReader:
-    """Any sequence of named batches ({input name: array}) as a calibration reader."""
+class GraphFeeds:
+    """The batches of a `BatchReader` as a graph's named inputs (`GraphSpec.feed`), read on demand."""
 
-    def __init__(self, batches):
-        self.batches = list(batches)
-        self.set_range(0, len(self.batches))
+    def __init__(self, batches: BatchReader, spec: GraphSpec):
+        self.batches, self.spec = batches, spec
 
     def __len__(self) -> int:
         return len(self.batches)
 
-    def set_range(self, start_index: int, end_index: int) -> None:
-        self._next, self._end = start_index, min(end_index, len(self.batches))
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._next >= self._end:
-            return None
-        self._next += 1
-        return self.batches[self._next - 1]
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        return self.spec.feed(self.batches[index])
 
 
 def as_reader(data):
     """A calibration reader as given, or a list/iterable of named batches wrapped as one."""
-    return data if hasattr(data, "get_next") else BatchListReader(data)
+    return data if hasattr(data, "get_next") else CalibrationReader(list(data))
 
 
 def check_readable(images: tuple[Path, ...]) -> None:
@@ -166,15 +130,18 @@ def check_readable(images: tuple[Path, ...]) -> None:
         load_rgb(path)
 
 
-def reader_for(manifest, calib: CalibrationSet, on_batch=None) -> ImageBatchReader:
-    """An `ImageBatchReader` shaped and preprocessed as the manifest's input says (see `GraphSpec`)."""
+def batch_size(manifest) -> int:
+    """Images per batch for graph-against-graph work: the graph's static batch, else one."""
     spec = GraphSpec.of(manifest)
-    return ImageBatchReader(
-        calib.images,
-        Preprocess.from_dict(manifest.data["preprocess"]),
-        input_name=spec.input_name,
-        batch=1 if spec.batch_dynamic else spec.batch,
-        input_hw=spec.input_hw,
-        on_batch=on_batch,
-        spec=spec,
-    )
+    return 1 if spec.batch_dynamic else spec.batch
+
+
+def batch_reader(manifest, images, what: str = "calibration images") -> BatchReader:
+    """Whole batches of `images`, shaped and preprocessed as the manifest's graph takes them."""
+    return BatchReader(images, manifest.preprocess, GraphSpec.of(manifest).input_hw, batch_size(manifest),
+                       whole_batches=True, what=what)
+
+
+def reader_for(manifest, calib: CalibrationSet, on_batch=None) -> CalibrationReader:
+    """The calibration images as onnxruntime's calibrators read them (see `GraphSpec`)."""
+    return CalibrationReader(GraphFeeds(batch_reader(manifest, calib.images), GraphSpec.of(manifest)), on_batch)

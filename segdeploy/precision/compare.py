@@ -14,21 +14,18 @@ whole table goes into its manifest entry.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
-import time
-from pathlib import Path
 
 import numpy as np
 
 from segdeploy.atomic import atomic_path
-from segdeploy.backends.onnxruntime import OrtRunner
 from segdeploy.errors import UsageError
-from segdeploy.export.parity import compare_logits
-from segdeploy.metrics import ConfusionMatrix, agreement_from_counts
-from segdeploy.precision.calibration import CALIB_METHODS, CalibrationSet, reader_for
-from segdeploy.precision.graphs import FP32, Int8Maker, _record_graph, _relative
-from segdeploy.precision.quantize import quantize_graph, target_for
+from segdeploy.precision.calibration import CALIB_METHODS, CalibrationSet, batch_reader, batch_size
+from segdeploy.manifest.names import FP32_GRAPH
+from segdeploy.manifest.records import DriftRecord, MethodComparison
+from segdeploy.precision.drift import compare_graphs
+from segdeploy.precision.graphs import Int8Maker, relative_path
+from segdeploy.precision.quantize import target_for
 
 BEST = "best"
 EVAL_IMAGES = 32  # evaluation images at most, spread evenly over those at hand
@@ -60,40 +57,13 @@ def evaluation_set(calib: CalibrationSet) -> tuple[CalibrationSet, str]:
     return CalibrationSet(calib.folder, chosen, len(chosen)), f"{len(chosen)} {where}"
 
 
-def score_graphs(fp32: Path, graphs: dict[str, Path], reader, num_classes: int) -> dict[str, dict]:
-    """Each graph vs FP32, one evaluation batch at a time (logits of big inputs are large)."""
-    matrices = {name: ConfusionMatrix(num_classes) for name in graphs}
-    checks: dict[str, list[dict]] = {name: [] for name in graphs}
-    runners = {name: OrtRunner(path) for name, path in graphs.items()}
-    with OrtRunner(fp32) as reference, contextlib.ExitStack() as stack:
-        for runner in runners.values():
-            stack.enter_context(runner)
-        for i in range(len(reader)):
-            batch = reader.load_batch(i)
-            expected = next(iter(reference.infer(batch).values()))
-            for name, runner in runners.items():
-                got = next(iter(runner.infer(batch).values()))
-                checks[name].append(compare_logits(expected, got))
-                matrices[name].update(expected.argmax(axis=1), got.argmax(axis=1))
-    return {name: _figures(checks[name], matrices[name]) for name in graphs}
-
-
-def _figures(checks: list[dict], matrix: ConfusionMatrix) -> dict:
-    pixels = agreement_from_counts(matrix.counts)
-    return {
-        "argmax_agreement": pixels["pixel_agreement"],
-        "min_argmax_agreement": float(min(c["argmax_agreement"] for c in checks)),
-        "agreement_miou": pixels["miou_vs_reference"],
-        "max_rel_error": float(max(c["rel_error"] for c in checks)),
-        "max_abs_error": float(max(c["max_abs_error"] for c in checks)),
-    }
-
-
 def pick_best(rows: list[dict]) -> dict:
-    """The winning row (see RULE); deterministic for equal figures."""
+    """The winning row (see RULE); deterministic for equal figures. Graphs that output class maps
+    (fused argmax) have no relative error: ties then go straight to the method order."""
     def key(row):
         miou = row["agreement_miou"]
-        return (-row["argmax_agreement"], -(miou if miou == miou else -1.0), row["max_rel_error"], TIE_ORDER[row["method"]])
+        rel = row["max_rel_error"]
+        return (-row["argmax_agreement"], -(miou if miou == miou else -1.0), 0.0 if rel is None else rel, TIE_ORDER[row["method"]])
 
     return min(rows, key=key)
 
@@ -104,51 +74,43 @@ def make_best_int8(maker: Int8Maker, target_name: str) -> str:
     if not 0 < options.percentile <= 100:  # fail before minutes of minmax/entropy calibration
         raise UsageError(f"--percentile must be in (0, 100], got {options.percentile}")
     target = target_for(target_name)
-    prepared, manifest = maker.prepared(), maker.manifest
+    manifest = maker.manifest
     graphs = {method: maker.scratch() / f"int8-{method}.onnx" for method in CALIB_METHODS}
-    runs = {method: _calibrate(maker, method, prepared, graphs[method], target) for method in CALIB_METHODS}
+    runs = {method: _calibrate(maker, method, target_name, graphs[method]) for method in CALIB_METHODS}
     evaluation, described = evaluation_set(maker.calib)
-    if len(evaluation.images) < reader_for(manifest, maker.calib).batch:  # too few for one batch of a static-batch model
+    if len(evaluation.images) < batch_size(manifest):  # fewer than one static batch
         evaluation, described = maker.calib, f"the {len(maker.calib.images)} calibration images themselves ({described}: fewer than one batch)"
     maker.step(f"measuring each INT8 graph vs FP32 on {described}")
-    reader = reader_for(manifest, evaluation)
-    scores = score_graphs(manifest.verify(FP32), graphs, reader, int(manifest.data["model"]["num_classes"]))
-    rows = [{"method": m, **scores[m], **runs[m]} for m in CALIB_METHODS]
+    batches = list(batch_reader(manifest, evaluation.images, "evaluation images"))
+    scores = compare_graphs(manifest, manifest.verify(FP32_GRAPH.name), graphs, batches)
+    rows = [{"method": m, **_row(scores[m]), **runs[m]} for m in CALIB_METHODS]
     winner = pick_best(rows)
     with atomic_path(manifest.directory / target.filename) as tmp:
         shutil.copyfile(graphs[winner["method"]], tmp)
-    parity = {"reference": FP32, "inputs": described, "batches": len(reader),
-              **{k: winner[k] for k in ("argmax_agreement", "min_argmax_agreement", "max_abs_error", "max_rel_error")}}
-    calibration = {
-        "folder": str(maker.calib.folder), "images": len(maker.calib.images), "requested": maker.calib.requested,
-        "method": winner["method"], "percentile": winner["percentile"], "cache": winner["cache"],
-        "reused_cache": winner["reused_cache"], "seconds": winner["calibration_seconds"],
-        "comparison": {"picked": winner["method"], "rule": RULE, "evaluated_on": described, "rows": rows},
-    }
-    _record_graph(manifest, target.artifact, target.filename, "int8", target_name, parity=parity, calibration=calibration,
-                  settings={**target.settings(), "format": "QDQ", "why": target.why,
-                            "exclude_nodes": options.exclude_nodes, "exclude_ops": options.exclude_ops})
-    return target.artifact
+    parity = DriftRecord(reference=FP32_GRAPH.name, inputs=described, **scores[winner["method"]])
+    calibration = maker.calibration_record(winner["method"])
+    calibration.seconds = winner["calibration_seconds"]
+    calibration.comparison = MethodComparison(picked=winner["method"], rule=RULE, evaluated_on=described, rows=rows)
+    return maker.record(target, parity, calibration)
 
 
-def _calibrate(maker: Int8Maker, method: str, prepared: Path, out: Path, target) -> dict:
+def _row(figures: dict) -> dict:
+    """A method's figures in the comparison table."""
+    keys = ("argmax_agreement", "min_argmax_agreement", "agreement_miou", "max_rel_error", "max_abs_error")
+    return {k: figures[k] for k in keys}
+
+
+def _calibrate(maker: Int8Maker, method: str, target_name: str, out) -> dict:
     """Quantize with `method` (calibrating unless its range cache exists); times and cache."""
-    options = maker.options
-    cache = maker.cache_path(method)
-    fresh = not cache.is_file()
-    maker.step(f"calibrating on {len(maker.calib.images)} images ({method})" if fresh else f"reusing calibration ranges {cache.name}")
-    start = time.perf_counter()
-    quantize_graph(prepared, out, target, reader=reader_for(maker.manifest, maker.calib, maker.on_batch), cache_path=cache,
-                   method=method, percentile=options.percentile, exclude_nodes=options.exclude_nodes,
-                   exclude_ops=options.exclude_ops)
-    seconds = round(time.perf_counter() - start, 2)
-    relative = _relative(cache, maker.manifest.directory)
+    run = maker.quantize(target_name, out, method=method)
+    seconds = round(run.seconds, 2)
+    relative = relative_path(run.cache, maker.manifest.directory)
     return {
-        "percentile": options.percentile if method == "percentile" else None,
+        "percentile": maker.options.percentile if method == "percentile" else None,
         # calibration + Q/DQ insertion; with a reused cache, what making that cache took (if recorded)
-        "calibration_seconds": seconds if fresh else _seconds_when_cached(maker.manifest, relative),
+        "calibration_seconds": seconds if run.fresh else _seconds_when_cached(maker.manifest, relative),
         "quantize_seconds": seconds,
-        "reused_cache": not fresh,
+        "reused_cache": not run.fresh,
         "cache": relative,
     }
 
@@ -156,10 +118,13 @@ def _calibrate(maker: Int8Maker, method: str, prepared: Path, out: Path, target)
 def _seconds_when_cached(manifest, cache: str) -> float | None:
     """The calibration time recorded when `cache` was made, by this or another INT8 artifact."""
     for entry in manifest.artifacts.values():
-        calibration = entry.get("calibration") or {}
-        rows = calibration.get("comparison", {}).get("rows", []) + [calibration]
-        for row in rows:
-            seconds = row.get("calibration_seconds", row.get("seconds"))
-            if row.get("cache") == cache and seconds is not None:
-                return seconds
+        calibration = entry.calibration
+        if calibration is None:
+            continue
+        rows = calibration.comparison.rows if calibration.comparison else []
+        found = [r.get("calibration_seconds") for r in rows if r.get("cache") == cache]
+        found.append(calibration.seconds if calibration.cache == cache else None)
+        seconds = next((s for s in found if s is not None), None)
+        if seconds is not None:
+            return seconds
     return None

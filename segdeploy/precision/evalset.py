@@ -6,54 +6,50 @@ The preprocessed batches are kept in memory: a precision search runs a dozen gra
 same images, and decoding/resizing them each time would cost more than the inference.
 
 Drift is always reported as a **drop in mIoU points** relative to the FP32 graph evaluated
-the same way, so one budget (`--max-miou-drop`) means the same thing for both kinds of data.
+the same way, so one budget (`build --miou-budget`) means the same thing for both kinds of data.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+
 import numpy as np
 
 from segdeploy.errors import SegdeployError, UsageError
-from segdeploy.evaluate import class_maps
+from segdeploy.evaluation.batches import Batch, BatchReader
+from segdeploy.evaluation.engine import PredictorResult, evaluate, graph_predictor
 from segdeploy.graph_spec import GraphSpec
 from segdeploy.metrics import ConfusionMatrix, scores_from_counts
-from segdeploy.preprocess import Preprocess
-
 
 BOOTSTRAP_RESAMPLES = 200
 BOOTSTRAP_SEED = 0
-
-
-@dataclass
-class EvalBatch:
-    inputs: np.ndarray  # what the graph takes (GraphSpec): NCHW float32, or NHWC uint8 when preprocessing is fused
-    geometries: list
-    labels: list
+EVAL_BATCH = 4  # images per batch when the graph's batch is dynamic
 
 
 class EvalSet:
     """Preprocessed evaluation batches of one deploy directory, plus the FP32 reference maps."""
 
-    def __init__(self, manifest, batches: list[EvalBatch], description: str, labelled: bool, warning: str | None = None,
+    def __init__(self, manifest, batches: list[Batch], description: str, labelled: bool, warning: str | None = None,
                  ignore_index: int | None = None):
         self.manifest = manifest
         self.batches = batches
         self.description = description
         self.labelled = labelled
         self.warning = warning
-        self.num_classes = int(manifest.data["model"]["num_classes"])
+        self.num_classes = manifest.model.num_classes
         self.ignore_index = ignore_index
-        spec = GraphSpec.of(manifest)
-        self.input_name, self.input_hw = spec.input_name, spec.input_hw
+        self.spec = GraphSpec.of(manifest)
         self._reference_miou: float | None = None
         self._reference_maps: list[np.ndarray] | None = None
         self._reference_counts: np.ndarray | None = None
 
     @property
     def images(self) -> int:
-        return sum(len(b.geometries) for b in self.batches)
+        return sum(b.size for b in self.batches)
+
+    def feed(self, index: int = 0) -> dict[str, np.ndarray]:
+        """Batch `index` as the graph's named input."""
+        return self.spec.feed(self.batches[index])
 
     @classmethod
     def open(cls, manifest, data: Path | None, limit: int | None, calib_folder: Path | None) -> "EvalSet":
@@ -72,32 +68,41 @@ class EvalSet:
             dataset, what = open_dataset(calib_folder, labels=False), f"{calib_folder} (calibration images; no --eval-data given)"
             warning = "evaluating on the calibration images themselves is optimistic; pass --eval-data with held-out images"
         else:
-            raise UsageError("--max-miou-drop needs evaluation images: pass --eval-data DIR")
+            raise UsageError("--miou-budget needs evaluation images: pass --eval-data DIR")
         _check_class_count(dataset, manifest, data or calib_folder)
-        batches = _preprocess(dataset, manifest, limit)
+        return cls.from_dataset(manifest, dataset, what, limit, warning)
+
+    @classmethod
+    def from_dataset(cls, manifest, dataset, what: str, limit: int | None = None, warning: str | None = None) -> "EvalSet":
+        """The first `limit` images of `dataset` (whole batches), read once through the one batch reader."""
+        spec = GraphSpec.of(manifest)
+        reader = BatchReader(dataset, manifest.preprocess, spec.input_hw,
+                             EVAL_BATCH if spec.batch_dynamic else spec.batch, limit=limit, whole_batches=True,
+                             what="evaluation images")
         labelled = dataset.has_labels
         kind = "mIoU vs labels" if labelled else "agreement mIoU vs the FP32 graph (no labels)"
         ignore = dataset.classes.ignore_index if dataset.classes is not None else None
-        return cls(manifest, batches, f"{sum(len(b.geometries) for b in batches)} images from {what}; {kind}", labelled,
-                   warning, ignore)
+        return cls(manifest, list(reader), f"{reader.images} images from {what}; {kind}", labelled, warning, ignore)
 
     # -- scoring -------------------------------------------------------------------------
-    def predict(self, graph: Path) -> list[np.ndarray]:
-        """Class maps of `graph` (onnxruntime, CPU) over every evaluation image."""
+    def _evaluate(self, graph: Path) -> PredictorResult:
+        """`graph` (onnxruntime, CPU) over every evaluation image: per-image counts against the labels,
+        or against the FP32 reference's maps when unlabelled."""
         from segdeploy.backends.onnxruntime import OrtRunner
 
-        maps: list[np.ndarray] = []
         with OrtRunner(graph) as runner:
-            for batch in self.batches:
-                output = next(iter(runner.infer({self.input_name: batch.inputs}).values()))
-                maps += class_maps(output, batch.geometries, self.input_hw, self.num_classes)  # logits or labels
-        return maps
+            result = evaluate({"graph": graph_predictor(runner, self.spec)}, self.batches, num_classes=self.num_classes,
+                              ignore_index=self.ignore_index, reference=None if self.labelled else self._reference_maps,
+                              input_hw=self.spec.input_hw, per_image=True, keep_maps=self._reference_maps is None)
+        return result["graph"]
 
     def reference(self, fp32: Path) -> float:
         """mIoU (%) of the FP32 graph: against the labels, or 100 against itself (agreement)."""
         if self._reference_maps is None:
-            self._reference_maps = self.predict(fp32)
-            self._reference_counts = self._per_image(self._reference_maps)
+            result = self._evaluate(fp32)
+            self._reference_maps = result.maps
+            self._reference_counts = np.stack(result.per_image_vs_labels if self.labelled
+                                              else [_self_agreement(m, self.num_classes) for m in result.maps])
             self._reference_miou = _miou(self._reference_counts.sum(axis=0))
         return self._reference_miou
 
@@ -114,7 +119,8 @@ class EvalSet:
         (deterministic); images are resampled jointly for FP32 and the candidate (paired)."""
         if self._reference_maps is None:
             raise RuntimeError("EvalSet.reference(fp32) must be measured before drop()")
-        counts = self._per_image(self.predict(graph))
+        result = self._evaluate(graph)
+        counts = np.stack(result.per_image_vs_labels if self.labelled else result.per_image_vs_reference)
         miou = _miou(counts.sum(axis=0))
         if resamples < 1 or len(counts) < 2:
             return miou, self._reference_miou - miou, None
@@ -125,18 +131,12 @@ class EvalSet:
             drops.append(_miou(self._reference_counts[pick].sum(axis=0)) - _miou(counts[pick].sum(axis=0)))
         return miou, self._reference_miou - miou, float(np.std(drops, ddof=1))
 
-    def _per_image(self, maps: list[np.ndarray]) -> np.ndarray:
-        """One confusion matrix per image (against labels, or against the FP32 maps)."""
-        if self.labelled:
-            truths, ignore = [label for batch in self.batches for label in batch.labels], self.ignore_index
-        else:
-            truths, ignore = (self._reference_maps if self._reference_maps is not None else maps), None
-        out = np.zeros((len(maps), self.num_classes, self.num_classes), dtype=np.int64)
-        for index, (truth, prediction) in enumerate(zip(truths, maps)):
-            matrix = ConfusionMatrix(self.num_classes, ignore)
-            matrix.update(truth, prediction)
-            out[index] = matrix.counts
-        return out
+
+def _self_agreement(class_map: np.ndarray, num_classes: int) -> np.ndarray:
+    """The reference against itself (unlabelled data): its per-image agreement counts."""
+    matrix = ConfusionMatrix(num_classes)
+    matrix.update(class_map, class_map)
+    return matrix.counts
 
 
 def _miou(counts: np.ndarray) -> float:
@@ -144,22 +144,7 @@ def _miou(counts: np.ndarray) -> float:
 
 
 def _check_class_count(dataset, manifest, path) -> None:
-    n = int(manifest.data["model"]["num_classes"])
+    n = manifest.model.num_classes
     if dataset.has_labels and dataset.classes is not None and dataset.classes.num_classes != n:
         raise SegdeployError(f"{path} has {dataset.classes.num_classes} classes but the model outputs {n}",
                              "evaluate on data labelled with the model's classes, or an image folder (agreement)")
-
-
-def _preprocess(dataset, manifest, limit: int | None) -> list[EvalBatch]:
-    from segdeploy.data import iter_batches
-
-    spec = GraphSpec.of(manifest)
-    size = 4 if spec.batch_dynamic else spec.batch
-    preprocess = Preprocess.from_dict(manifest.data["preprocess"])
-    count = min(len(dataset), limit or len(dataset))
-    count -= count % size  # a static batch needs whole batches
-    if count == 0:
-        raise SegdeployError(f"the model takes batches of {size} images but the evaluation set has {len(dataset)}")
-    return [EvalBatch(spec.graph_input(b.canvases, preprocess) if spec.fused_preprocess else b.inputs.astype(np.float32, copy=False),
-                      b.geometries, b.labels)
-            for b in iter_batches(dataset, preprocess, spec.input_hw, size, limit=count)]

@@ -70,7 +70,7 @@ def _has_float_math(node: onnx.NodeProto, types: dict[str, int]) -> bool:
 
 def kept_fp32_nodes(model: onnx.ModelProto) -> list[str]:
     """Every node the graph's structure keeps in FP32 in FP16/INT8 graphs: fused pre/post-processing
-    (`precision.fused`) and index arithmetic (above)."""
-    from segdeploy.precision.fused import fused_nodes
+    (`precision.fused_nodes`) and index arithmetic (above)."""
+    from segdeploy.precision.fused_nodes import fused_nodes
 
     return list(dict.fromkeys([*fused_nodes(model), *index_math_nodes(model)]))

@@ -16,8 +16,8 @@ import onnx
 
 from segdeploy.errors import SegdeployError, UsageError
 from segdeploy.manifest import Manifest
+from segdeploy.manifest.names import FP32_GRAPH, ONNX, int8_graph_names
 
-INT8_ARTIFACTS = ("onnx-int8-ort", "onnx-int8-trt")
 
 
 @dataclass
@@ -36,7 +36,6 @@ class PrecisionReport:
 def inspect_precision(deploy_dir, artifact: str | None = None, *, data: Path | None = None, images: int = 4,
                       plot_limit: int = 30, out: Path | None = None, plot: bool = True) -> PrecisionReport:
     """Quantization error of every quantized tensor of `artifact` (an INT8 graph), worst first."""
-    from segdeploy.precision.graphs import FP32
     from segdeploy.precision.quantize import prepare_graph
     from segdeploy.precision.sensitivity import tensor_errors
 
@@ -48,21 +47,21 @@ def inspect_precision(deploy_dir, artifact: str | None = None, *, data: Path | N
     batches, described = _batches(manifest, name, data, images)
     with tempfile.TemporaryDirectory(prefix="segdeploy-inspect-") as scratch:
         prepared = Path(scratch) / "prepared.onnx"
-        prepare_graph(manifest.verify(FP32), prepared)
+        prepare_graph(manifest.verify(FP32_GRAPH.name), prepared)
         rows = tensor_errors(onnx.load(str(prepared)), onnx.load(str(qdq_path)), batches)
     if not rows:
         raise SegdeployError(f"{name} has no Q/DQ pairs: nothing is quantized")
     path = None
     if plot:
         path = Path(out) if out else manifest.directory / f"precision.{name}.png"
-        write_plot(rows[:plot_limit], path, f"{manifest.data['model']['name']} {name}: worst {min(plot_limit, len(rows))} of {len(rows)}")
+        write_plot(rows[:plot_limit], path, f"{manifest.model.name} {name}: worst {min(plot_limit, len(rows))} of {len(rows)}")
     return PrecisionReport(name, described, rows, path)
 
 
 def _int8_artifact(manifest: Manifest, wanted: str | None) -> str:
     if wanted is not None:
         entry = manifest.artifact(wanted)
-        if entry.get("precision") != "int8" or entry.get("kind") != "onnx":
+        if entry.precision != "int8" or entry.kind != ONNX:
             raise UsageError(f"{wanted} is not an INT8 ONNX graph; inspect one of: {', '.join(_int8_names(manifest)) or 'none'}")
         return wanted
     names = _int8_names(manifest)
@@ -72,26 +71,28 @@ def _int8_artifact(manifest: Manifest, wanted: str | None) -> str:
 
 
 def _int8_names(manifest: Manifest) -> list[str]:
-    return [n for n in INT8_ARTIFACTS if n in manifest.artifacts]
+    return [n for n in int8_graph_names() if n in manifest.artifacts]
 
 
 def _batches(manifest: Manifest, name: str, data: Path | None, count: int):
-    from segdeploy.precision.calibration import default_calib_dir, reader_for, select_images
+    from segdeploy.data import default_calib_dir
+    from segdeploy.precision.calibration import reader_for, select_images
 
-    folder = data or Path((manifest.artifact(name).get("calibration") or {}).get("folder") or default_calib_dir())
+    calibration = manifest.artifact(name).calibration
+    folder = data or (Path(calibration.folder) if calibration else default_calib_dir())
     if not folder.is_dir():
         raise SegdeployError(f"image folder not found: {folder}", "pass --data DIR with a few representative images")
     chosen = select_images(folder, count, warn=lambda _: None)
     reader = reader_for(manifest, chosen)
-    return [reader.load_batch(i) for i in range(len(reader))], f"{len(reader)} batch(es) of images from {folder}"
+    return [reader.feed(i) for i in range(len(reader))], f"{len(reader)} batch(es) of images from {folder}"
 
 
 def write_plot(rows: list[dict], path: Path, title: str) -> Path:
     """Horizontal bars per tensor (dB, higher is better), worst at the top: its worst channel, the whole
     tensor, and the whole tensor vs FP32."""
-    from segdeploy.bench.plots import _pyplot, _save
+    from segdeploy.plotting import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     labels = [f"{r['kind'][0]}: {_short(r['tensor'])}" for r in rows]
     series = [("worst_channel_sqnr_db", "worst channel (the sort key)"), ("sqnr_db", "whole tensor, the pair's own error"),
               ("sqnr_vs_fp32_db", "whole tensor vs FP32 (all error so far)")]
@@ -104,7 +105,7 @@ def write_plot(rows: list[dict], path: Path, title: str) -> Path:
     axis.set_xlabel("SQNR (dB)")
     axis.set_title(title, fontsize=9)
     axis.legend(fontsize=7, loc="lower right")
-    return _save(plt, figure, path)
+    return save_figure(plt, figure, path)
 
 
 def _short(name: str, width: int = 48) -> str:

@@ -1,6 +1,6 @@
 """INT8 within an mIoU budget: quantize, measure, and keep the fewest costly layers in float.
 
-`make_within_budget` is what `segdeploy build --precision int8 --max-miou-drop X` runs:
+`make_within_budget` is what `segdeploy build --precision int8 --miou-budget X` runs:
 
 1. quantize the whole graph (the naive INT8 graph) and measure its mIoU drop on the
    evaluation set (`EvalSet`: vs labels, or agreement with FP32 when unlabelled);
@@ -31,8 +31,10 @@ from typing import Callable
 import onnx
 
 from segdeploy.errors import SegdeployError, UsageError
+from segdeploy.manifest.names import FP32_GRAPH
+from segdeploy.manifest.records import MixedPrecisionRecord
+from segdeploy.precision.drift import check_batches
 from segdeploy.precision.evalset import EvalSet
-from segdeploy.precision.graphs import parity_batches
 from segdeploy.precision.qdq_edit import keep_float, quantized_nodes
 from segdeploy.precision.sensitivity import rank_nodes
 
@@ -42,34 +44,34 @@ PRUNE_LIMIT = 32  # evaluations spent trying to put kept layers back to INT8
 
 @dataclass
 class BudgetOptions:
-    max_miou_drop: float
+    miou_budget: float  # mIoU points INT8 may lose against the FP32 graph
     eval_data: Path | None = None
     eval_limit: int | None = None
     latency_iterations: int = 20
 
 
-def budget_options(max_miou_drop: float | None, eval_data: Path | None, eval_limit: int | None) -> BudgetOptions | None:
+def budget_options(miou_budget: float | None, eval_data: Path | None, eval_limit: int | None) -> BudgetOptions | None:
     """The CLI's three options as one value; evaluation options without a budget are a mistake, not a no-op."""
-    if max_miou_drop is None:
+    if miou_budget is None:
         if eval_data is not None or eval_limit is not None:
-            raise UsageError("--eval-data and --eval-limit only apply with --max-miou-drop")
+            raise UsageError("--eval-data and --eval-limit only apply with --miou-budget")
         return None
-    return BudgetOptions(max_miou_drop, eval_data, eval_limit)
+    return BudgetOptions(miou_budget, eval_data, eval_limit)
 
 
 def check_budget(options: BudgetOptions | None, precisions: list[str]) -> None:
     if options is None:
         return
     if "int8" not in precisions:
-        raise UsageError("--max-miou-drop applies to --precision int8")
-    if not options.max_miou_drop >= 0:
-        raise UsageError(f"--max-miou-drop must be >= 0 mIoU points, got {options.max_miou_drop}")
+        raise UsageError("--miou-budget applies to --precision int8")
+    if not options.miou_budget >= 0:
+        raise UsageError(f"--miou-budget must be >= 0 mIoU points, got {options.miou_budget}")
 
 
 def make_within_budget(maker, target: str, options: BudgetOptions, step: Callable[[str], None], warn) -> str:
     """Build and record the INT8 graph for `target` that meets the budget; returns its artifact name."""
     manifest = maker.manifest
-    fp32_path = manifest.verify("onnx-fp32")
+    fp32_path = manifest.verify(FP32_GRAPH.name)
     step("preparing the evaluation set")
     evalset = EvalSet.open(manifest, options.eval_data, options.eval_limit, maker.calib.folder)
     if evalset.warning:
@@ -77,36 +79,36 @@ def make_within_budget(maker, target: str, options: BudgetOptions, step: Callabl
     with tempfile.TemporaryDirectory(prefix="segdeploy-mixed-") as scratch:
         naive_path = Path(scratch) / "naive.onnx"
         step(f"quantizing the whole graph (naive INT8, {target})")
-        maker.quantize_to(target, naive_path)
+        maker.quantize(target, naive_path)
         step(f"evaluating FP32 and naive INT8 on {evalset.description}")
         reference = evalset.reference(fp32_path)
         naive_miou, naive_drop, noise = evalset.drop_with_noise(naive_path)
-        _warn_if_below_noise(options.max_miou_drop, noise, evalset, warn)
+        _warn_if_below_noise(options.miou_budget, noise, evalset, warn)
         search = _Search(evalset, onnx.load(str(maker.prepared())), onnx.load(str(naive_path)), Path(scratch), options)
         kept, ranking, final_miou, final_drop = [], [], naive_miou, naive_drop
-        if naive_drop > options.max_miou_drop:
+        if naive_drop > options.miou_budget:
             step("ranking quantized layers by sensitivity (leave-one-out on calibration batches)")
-            batches, _ = parity_batches(manifest, maker.calib)
-            ranking = rank_nodes(search.fp32, search.naive, batches)
+            batches, _ = check_batches(manifest, maker.calib)
+            ranking = rank_nodes(search.fp32, search.naive, [evalset.spec.feed(b) for b in batches])
             kept, best = search.smallest_prefix([r["node"] for r in ranking], step)
             kept, best = search.prune(kept, best, step)
             final_miou, final_drop = best["miou"], best["drop"]
         step("timing FP32, naive INT8 and mixed graphs (onnxruntime)")
         latency = search.latency(fp32_path, naive_path, kept)
-    record = {
-        "budget_miou_drop": options.max_miou_drop,
-        "eval": {"description": evalset.description, "images": evalset.images, "labelled": evalset.labelled,
-                 "warning": evalset.warning},
-        "fp32_miou": round(reference, 4),
-        "naive": {"miou": round(naive_miou, 4), "drop": round(naive_drop, 4)},
-        "drop_standard_error": round(noise, 4) if noise is not None else None,
-        "final": {"miou": round(final_miou, 4), "drop": round(final_drop, 4)},
-        "kept_float": kept,
-        "quantized_nodes": len(ranking) if ranking else len(quantized_nodes(search.naive)),
-        "sensitivity_top": [_short(r) for r in ranking[:TOP_RANKED_RECORDED]],
-        "trace": search.trace,
-        "latency_ms": latency,
-    }
+    record = MixedPrecisionRecord(
+        budget_miou_drop=options.miou_budget,
+        eval={"description": evalset.description, "images": evalset.images, "labelled": evalset.labelled,
+              "warning": evalset.warning},
+        fp32_miou=round(reference, 4),
+        naive={"miou": round(naive_miou, 4), "drop": round(naive_drop, 4)},
+        drop_standard_error=round(noise, 4) if noise is not None else None,
+        final={"miou": round(final_miou, 4), "drop": round(final_drop, 4)},
+        kept_float=kept,
+        quantized_nodes=len(ranking) if ranking else len(quantized_nodes(search.naive)),
+        sensitivity_top=[_short(r) for r in ranking[:TOP_RANKED_RECORDED]],
+        trace=search.trace,
+        latency_ms=latency,
+    )
     return maker.make(target, keep_float=kept, record={"mixed_precision": record})
 
 
@@ -143,7 +145,7 @@ class _Search:
             miou, drop = self.evalset.drop(path)
             path.unlink()
             self.results[key] = {"phase": phase, "k": len(nodes), **about, "miou": round(miou, 4), "drop": round(drop, 4),
-                                 "meets_budget": drop <= self.options.max_miou_drop}
+                                 "meets_budget": drop <= self.options.miou_budget}
             self.trace.append(self.results[key])
         return self.results[key]
 
@@ -181,7 +183,7 @@ class _Search:
         best = min(self.results.values(), key=lambda r: r["drop"]) if self.results else None
         tried = f"; the best found keeps {best['k']} of {len(ranked)} in float and drops {best['drop']:.2f}" if best else ""
         raise SegdeployError(
-            f"INT8 cannot meet --max-miou-drop {self.options.max_miou_drop} on {self.evalset.description}: "
+            f"INT8 cannot meet --miou-budget {self.options.miou_budget} on {self.evalset.description}: "
             f"only the all-float graph does{tried}",
             "raise the budget, evaluate on more images (a small set is noisy), or build fp16/fp32",
         )
@@ -189,34 +191,18 @@ class _Search:
     def latency(self, fp32: Path, naive: Path, kept: list[str]) -> dict:
         """Median onnxruntime CPU latency (ms) of one evaluation batch, graphs timed interleaved."""
         from segdeploy.backends.onnxruntime import OrtRunner
-        from segdeploy.bench.latency import summarize, time_interleaved
+        from segdeploy.timing import summarize, time_interleaved
 
         graphs = {"fp32": fp32, "naive_int8": naive}
         if kept:
             graphs["mixed_int8"] = self.graph(kept)
-        feed = {self.evalset.input_name: self.evalset.batches[0].inputs}
+        feed = self.evalset.feed(0)
         with contextlib.ExitStack() as stack:
             runners = {name: stack.enter_context(OrtRunner(path)) for name, path in graphs.items()}
             samples = time_interleaved({n: (lambda r=r: r.infer(feed)) for n, r in runners.items()}, rounds=3, warmup=3,
                                        iterations=self.options.latency_iterations)
         out = {name: round(summarize(s).median, 3) for name, s in samples.items()}
         out.setdefault("mixed_int8", None)  # nothing kept in float: the naive graph is the artifact
-        out.update({"batch": int(feed[self.evalset.input_name].shape[0]), "iterations": self.options.latency_iterations,
+        out.update({"batch": self.evalset.batches[0].size, "iterations": self.options.latency_iterations,
                     "provider": "CPUExecutionProvider"})
         return out
-
-
-def summary_lines(record: dict) -> list[str]:
-    """The outcome in a few plain lines (build's output, bench.md)."""
-    naive, final, lat = record["naive"], record["final"], record["latency_ms"]
-    kept = record["kept_float"]
-    verdict = (f"naive INT8 already within budget (drop {naive['drop']:.2f})" if not kept else
-               f"kept {len(kept)} of {record['quantized_nodes']} quantized layers in float: drop {naive['drop']:.2f} → {final['drop']:.2f}")
-    noise = record.get("drop_standard_error")
-    noise_text = f" (drop standard error ±{noise:.2f})" if noise is not None else ""
-    lines = [f"budget {record['budget_miou_drop']} mIoU: {verdict}{noise_text}; evaluated on {record['eval']['description']}"]
-    if kept:
-        lines.append(f"in float: {', '.join(kept[:8])}" + (f" … (+{len(kept) - 8})" if len(kept) > 8 else ""))
-    mixed = f", mixed {lat['mixed_int8']:.2f} ms" if lat.get("mixed_int8") is not None else ""
-    lines.append(f"onnxruntime median latency: fp32 {lat['fp32']:.2f} ms, naive int8 {lat['naive_int8']:.2f} ms{mixed}")
-    return lines

@@ -24,6 +24,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from segdeploy.evaluation.outputs import is_class_map
 from segdeploy.precision.qdq_edit import FloatSources, keep_float, quantized_nodes, topological_sort
 
 
@@ -45,7 +46,7 @@ def first_outputs(model: onnx.ModelProto, batches: list[dict]) -> list[np.ndarra
 def output_error(reference: list[np.ndarray], candidate: list[np.ndarray]) -> float:
     """How far `candidate` is from `reference`: MSE / variance of the reference for float
     outputs (logits), the fraction of differing pixels for integer outputs (class maps)."""
-    if np.issubdtype(reference[0].dtype, np.integer):
+    if is_class_map(reference[0]):
         return float(np.mean([np.mean(r != c) for r, c in zip(reference, candidate)]))
     noise = sum(float(np.sum((r.astype(np.float64) - c) ** 2)) for r, c in zip(reference, candidate))
     spread = sum(float(np.sum((r.astype(np.float64) - r.mean()) ** 2)) for r in reference)

@@ -105,7 +105,7 @@ def test_existing_export_needs_force(cli, tmp_path):
     assert cli("export", *TINY_UNET, "-o", str(out)).returncode == 0
     (out / "model.fp16.onnx").write_bytes(b"stale")
     manifest = json.loads((out / "manifest.json").read_text())
-    manifest["artifacts"]["onnx-fp16"] = {"file": "model.fp16.onnx", "sha256": "x"}
+    manifest["artifacts"]["onnx-fp16"] = {**manifest["artifacts"]["onnx-fp32"], "file": "model.fp16.onnx", "precision": "fp16"}
     (out / "manifest.json").write_text(json.dumps(manifest))
     proc = cli("export", *TINY_UNET, "-o", str(out))
     assert proc.returncode == 1

@@ -143,7 +143,7 @@ def test_torchscript_source_can_be_fused(tmp_path):
     torch.jit.trace(model, torch.randn(1, 3, 64, 96)).save(str(scripted))
     result = export_model(ExportRequest(source=str(scripted), out_dir=tmp_path / "ts", input_shape=(1, 3, 64, 96),
                                         fusion=Fusion(True, True)))
-    assert result.parity["passed"] and result.manifest.data["input"]["dtype"] == "uint8"
+    assert result.parity["passed"] and result.manifest.input.dtype == "uint8"
 
 
 def test_cli_fuse_flags_and_bad_input(cli, tmp_path):

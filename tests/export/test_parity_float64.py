@@ -13,7 +13,7 @@ from torch import nn
 from segdeploy.errors import ParityError
 from segdeploy.export import rewrites
 from segdeploy.export.onnx_export import torch_to_onnx
-from segdeploy.export.parity import ParityThresholds, prove_parity
+from segdeploy.export.proof import ParityThresholds, prove_parity
 
 STRICT = ParityThresholds(min_agreement=0.999, max_rel_error=1e-4)
 SHAPES = [(1, 3, 48, 80)]

@@ -19,7 +19,7 @@ from torch import nn
 
 from segdeploy.errors import ExportError
 from segdeploy.export import ExportRequest, export_model
-from segdeploy.export.parity import ParityThresholds
+from segdeploy.export.proof import ParityThresholds
 from segdeploy.export.rewrite_ops import adaptive_avg_pool2d_exact, max_pool2d_indices_exact, max_unpool2d_exact
 from segdeploy.export.rewrites import export_rewrites, rewrite_export_blockers
 from segdeploy.models import get_spec

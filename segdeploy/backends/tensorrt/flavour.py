@@ -1,6 +1,6 @@
 """Which TensorRT is installed: `tensorrt` (8.6 / 10.x / 11.x) or `tensorrt_rtx`.
 
-One code path for all of them (DESIGN §2.5): features are detected with `hasattr`, never
+One code path for all of them (docs/design.md, "TensorRT"): features are detected with `hasattr`, never
 assumed from a version number alone.
 """
 
@@ -57,7 +57,9 @@ def load_tensorrt() -> Flavour:
     raise SegdeployError("--backend tensorrt needs TensorRT, and neither tensorrt nor tensorrt_rtx can be imported", INSTALL_HINT)
 
 
-def describe_record(record: dict) -> str:
-    """'TensorRT-RTX 1.7.1' from a manifest's {flavour, version}."""
-    name = "TensorRT-RTX" if record.get("flavour") == "tensorrt_rtx" else "TensorRT"
-    return f"{name} {record.get('version', '?')}"
+def describe_record(record) -> str:
+    """'TensorRT-RTX 1.7.1' from a manifest's `TensorRTVersion` record (None: unknown)."""
+    if record is None:
+        return "an unknown TensorRT"
+    name = "TensorRT-RTX" if record.flavour == "tensorrt_rtx" else "TensorRT"
+    return f"{name} {record.version}"

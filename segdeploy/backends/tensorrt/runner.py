@@ -18,33 +18,35 @@ from segdeploy.backends.tensorrt.flavour import Flavour, describe_record, load_t
 from segdeploy.errors import SegdeployError
 
 
-def check_compatible(record: dict, flavour: Flavour, gpu: dict | None, rebuild: str) -> None:
-    """Refuse an engine built for another TensorRT or GPU, saying which and what to do."""
-    built = record.get("tensorrt", {})
+def check_compatible(record, flavour: Flavour, gpu: dict | None, rebuild: str) -> None:
+    """Refuse an engine built for another TensorRT or GPU, saying which and what to do.
+
+    `record` is the engine's manifest entry (`manifest.records.Artifact`)."""
+    built = record.tensorrt
     here = flavour.label()
-    if built.get("flavour") != flavour.name or (built.get("version") != flavour.version and not _forward_ok(record, flavour)):
+    if built is None or built.flavour != flavour.name or (built.version != flavour.version and not _forward_ok(record, flavour)):
         raise SegdeployError(f"the engine was built with {describe_record(built)}, this machine has {here}", rebuild)
     if gpu is None:
         raise SegdeployError("running a TensorRT engine needs an NVIDIA GPU and none is visible here",
                              "use the onnxruntime artifacts on CPU-only machines")
     here_sm = sm_number(gpu["compute_capability"])
-    targets = [c for c in record.get("compute_capabilities", []) if c[:1].isdigit()]
+    targets = [c for c in record.compute_capabilities or [] if c[:1].isdigit()]
+    built_gpu = record.built_on_gpu or {}
     if flavour.is_rtx:
         ok = here_sm in {sm_number(c) for c in targets} if targets else here_sm >= 80
     else:
-        built_gpu = record.get("built_on_gpu") or {}
         ok = (not built_gpu or sm_number(built_gpu["compute_capability"]) == here_sm
-              or (record.get("hardware_compatibility_level") == "ampere_plus" and here_sm >= 80))
+              or (record.hardware_compatibility_level == "ampere_plus" and here_sm >= 80))
     if not ok:
-        wanted = ", ".join(targets) or (record.get("built_on_gpu") or {}).get("compute_capability", "SM80+")
+        wanted = ", ".join(targets) or built_gpu.get("compute_capability", "SM80+")
         raise SegdeployError(
             f"the engine targets compute capability {wanted}; this GPU ({gpu['name']}) is {gpu['compute_capability']}", rebuild)
 
 
-def _forward_ok(record: dict, flavour: Flavour) -> bool:
+def _forward_ok(record, flavour: Flavour) -> bool:
     """Version-compatible engines load on the same or a newer TensorRT of the same major version."""
-    built = record.get("tensorrt", {}).get("version", "0")
-    if "VERSION_COMPATIBLE" not in record.get("builder_flags", []):
+    built = record.tensorrt.version
+    if "VERSION_COMPATIBLE" not in (record.builder_flags or []):
         return False
     as_tuple = lambda v: tuple(int(p) for p in v.split(".")[:3] if p.isdigit())  # noqa: E731
     return as_tuple(flavour.version) >= as_tuple(built) and as_tuple(flavour.version)[:1] == as_tuple(built)[:1]
@@ -58,17 +60,17 @@ def invalidity_reasons(trt, diagnostics: int) -> list[str]:
 
 
 class TrtRunner(Runner):
-    """Runs a TensorRT engine; `record` is its manifest entry (for the compatibility check)."""
+    """Runs a TensorRT engine; `record` is its manifest entry (`Artifact`, for the compatibility check)."""
 
     name = "tensorrt"
 
-    def __init__(self, engine_path: str | Path, record: dict | None = None, *, rebuild_hint: str = "",
+    def __init__(self, engine_path: str | Path, record=None, *, rebuild_hint: str = "",
                  cuda_graph: bool = False):
         super().__init__()
         self.path = Path(engine_path)
         self.cuda_graph = cuda_graph  # replay the enqueue as a CUDA graph (recaptured when shapes change)
         self._graph = None
-        self.record = record or {}
+        self.record = record
         self.rebuild_hint = rebuild_hint or "rebuild it on this machine with `segdeploy build DEPLOY_DIR --backend tensorrt`"
         self.buffers: dict[str, tuple] = {}
         self.events: list = []
@@ -77,7 +79,7 @@ class TrtRunner(Runner):
     def _activate(self) -> None:
         flavour = load_tensorrt()
         trt = flavour.module
-        if self.record:
+        if self.record is not None:
             check_compatible(self.record, flavour, gpu_info(), self.rebuild_hint)
         from segdeploy.backends.tensorrt.cuda import load_cuda
 

@@ -1,0 +1,52 @@
+"""Any segmentation model's output as one tensor: logits, N×C×H×W at the input's size.
+
+The one place that knows what a model's output may look like (torchvision's
+``{"out", "aux"}`` dict, a tuple, a tensor): the export wrapper, the PyTorch reference that
+bench rebuilds and the PyTorch runner all use it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segdeploy.errors import ExportError
+
+
+def pick_logits(output):
+    """torchvision's {"out", "aux"} dict → "out"; a tuple/list → its first item; a tensor or array → itself."""
+    if isinstance(output, dict):
+        if "out" in output:
+            return output["out"]
+        if not output:
+            raise ExportError("the model returned an empty dict; segdeploy needs N×C×H×W logits")
+        return next(iter(output.values()))
+    if isinstance(output, (tuple, list)):
+        if not output:
+            raise ExportError("the model returned an empty sequence; segdeploy needs N×C×H×W logits")
+        return pick_logits(output[0])
+    if torch.is_tensor(output) or isinstance(output, np.ndarray):
+        return output
+    raise ExportError(f"the model returned {type(output).__name__}; segdeploy needs N×C×H×W logits")
+
+
+class LogitsModel(nn.Module):
+    """Wraps a model so that it has one output, `logits`, at the input's resolution.
+
+    Auxiliary heads are dropped. A model whose logits are smaller than its input (an
+    encoder at stride 8 with no final upsampling) gets a bilinear upsampling appended,
+    which is recorded in the manifest (`upsampled_output`).
+    """
+
+    def __init__(self, model: nn.Module, upsample: bool = False):
+        super().__init__()
+        self.model = model
+        self.upsample = upsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = pick_logits(self.model(x))
+        if self.upsample:
+            logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return logits

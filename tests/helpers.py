@@ -1,0 +1,105 @@
+"""Helpers shared by the tests (a plain module: `conftest` names clash across folders).
+
+The independent references here use only PIL, numpy and onnxruntime sessions, never
+segdeploy's own preprocessing or evaluation, so a test built on them can catch a defect there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_SHAPE = (1, 3, 96, 160)  # non-square: an H/W swap shows up as a shape error
+
+
+def export_unet(out: Path, dynamic: set[str] = frozenset(), shape=TINY_SHAPE) -> Path:
+    from segdeploy.export import ExportRequest, export_model
+
+    export_model(ExportRequest(source="unet", out_dir=out, model_kwargs={"width": 0.125}, num_classes=5,
+                               input_shape=shape, dynamic=set(dynamic)))
+    return out
+
+
+CALIB = REPO / "calib"
+DEMO_WEIGHTS = CALIB / "demo" / "best.pth"  # the shipped U-Net, trained on calib/: its class maps vary
+IMAGENET_MEAN, IMAGENET_STD = np.array([123.675, 116.28, 103.53]), np.array([58.395, 57.12, 57.375])
+
+
+def export_demo(out: Path, *, fusion=None, dynamic: set[str] = frozenset(), shape=(1, 3, 96, 128)) -> Path:
+    """The trained demo U-Net (6 classes, calib/classes.json) exported to `out`."""
+    from segdeploy.export import ExportRequest, export_model
+    from segdeploy.export.fused import Fusion
+
+    export_model(ExportRequest(source="unet", out_dir=out, model_kwargs={"width": 0.125}, num_classes=6,
+                               weights=DEMO_WEIGHTS, input_shape=shape, dynamic=set(dynamic),
+                               classes_file=CALIB / "classes.json", fusion=fusion or Fusion()))
+    return out
+
+
+def demo_model():
+    """The demo U-Net in PyTorch, eval mode."""
+    import torch
+
+    from segdeploy.models import get_spec
+
+    model = get_spec("unet").build(num_classes=6, width=0.125)
+    model.load_state_dict(torch.load(DEMO_WEIGHTS, weights_only=True))
+    return model.eval()
+
+
+def canvases(paths, hw) -> np.ndarray:
+    """Images stretched to `hw` with PIL's bilinear resize: N×H×W×3 uint8 RGB."""
+    return np.stack([np.asarray(Image.open(p).convert("RGB").resize((hw[1], hw[0]), Image.BILINEAR)) for p in paths])
+
+
+def graph_outputs(graph: Path, images: np.ndarray, *, fused_input: bool = False) -> list[np.ndarray]:
+    """An ONNX graph's output for each uint8 canvas, one image at a time, in a plain onnxruntime session:
+    ImageNet-normalised NCHW float input unless the graph takes the canvases itself."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    outputs = []
+    for canvas in images:
+        x = canvas[None] if fused_input else ((canvas - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)[None].astype(np.float32)
+        outputs.append(session.run(None, {"input": x})[0])
+    return outputs
+
+
+def graph_class_maps(graph: Path, images: np.ndarray, *, fused_input: bool = False) -> np.ndarray:
+    """The class maps (model resolution) of `graph_outputs`: its own class map, or the argmax over classes."""
+    return np.stack([out[0] if out.ndim == 3 else out[0].argmax(0)
+                     for out in graph_outputs(graph, images, fused_input=fused_input)])
+
+
+def calib_val_images(calibrated: int, at_most: int = 32) -> list[Path]:
+    """The shipped calib/ val images that `select_images(calib, calibrated)` did not take, at most
+    `at_most` spread evenly: the held-out set `--calib-method best` judges methods on (its documented rule)."""
+    images = sorted((CALIB / "images").iterdir())
+    taken = {images[i] for i in np.linspace(0, len(images) - 1, calibrated).round().astype(int)}
+    val = set((CALIB / "splits" / "val.txt").read_text().split())
+    pool = [p for p in images if p.stem in val and p not in taken]
+    return [pool[i] for i in sorted(set(np.linspace(0, len(pool) - 1, min(at_most, len(pool))).round().astype(int)))]
+
+
+def write_images(folder: Path, count: int, size=(120, 200), seed: int = 0) -> Path:
+    """Smooth random colour fields (not white noise), so activations look a little like images."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        small = (rng.random((6, 10, 3)) * 255).astype(np.uint8)
+        image = Image.fromarray(small).resize((size[1], size[0]), Image.BILINEAR)
+        image.save(folder / f"frame_{i:03d}.png")
+    return folder
+
+
+def has_tensorrt() -> bool:
+    import importlib.util
+
+    return any(importlib.util.find_spec(m) is not None for m in ("tensorrt", "tensorrt_rtx"))
+
+
+requires_tensorrt = pytest.mark.skipif(not has_tensorrt(), reason="neither tensorrt nor tensorrt_rtx is installed")
