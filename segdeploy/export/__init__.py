@@ -107,8 +107,7 @@ def export_model(request: ExportRequest, step: Callable[[str], None] = lambda _:
 def _export_into(request: ExportRequest, loaded: LoadedModel, shape, out_dir: Path, step) -> ExportResult:
     model = loaded.module
     loaded.info["weights_fingerprint"] = weights_fingerprint(model)  # before rewrites change the module
-    dynamic_hw = bool({"height", "width"} & request.dynamic)
-    rewrites = rewrite_export_blockers(model, dynamic_hw=dynamic_hw) if loaded.kind != "torchscript" else []
+    rewrites = rewrite_export_blockers(model) if loaded.kind != "torchscript" else []
     generator = torch.Generator().manual_seed(0)
     sample = torch.randn(*shape, generator=generator)
     step("checking the model's output")
@@ -127,7 +126,7 @@ def _export_into(request: ExportRequest, loaded: LoadedModel, shape, out_dir: Pa
     graph = torch_to_onnx(exported, traced_with, opset=request.opset,
                           dynamic=request.dynamic, input_layout="NHWC" if fusion.preprocess else "NCHW",
                           output_layout="NHW" if fusion.argmax else "NCHW",
-                          output_name=LABELS_NAME if fusion.argmax else OUTPUT_NAME)
+                          output_name=LABELS_NAME if fusion.argmax else OUTPUT_NAME, rewritten=rewrites)
     step("inferring shapes")
     graph = infer_shapes(graph)
     if request.simplify:

@@ -12,14 +12,16 @@ from segdeploy.export.scripted import ScriptedDict, ScriptedFirst, ScriptedTenso
 
 
 def pick_logits(output):
-    """torchvision's {"out", "aux"} dict → "out"; a tuple/list → its first item; a tensor or array → itself.
+    """torchvision's {"out", "aux"} dict → "out"; transformers' outputs (dict-like) → "logits";
+    another dict → its first value; a tuple/list → its first item; a tensor or array → itself.
 
     The one place that knows what a segmentation model's output may look like (export,
     evaluation and the PyTorch runner all call it).
     """
     if isinstance(output, dict):
-        if "out" in output:
-            return output["out"]
+        for key in ("out", "logits"):
+            if key in output:
+                return output[key]
         if not output:
             raise ExportError("the model returned an empty dict; segdeploy needs N×C×H×W logits")
         return next(iter(output.values()))
