@@ -172,7 +172,7 @@ def _parity_shapes(shape, dynamic: set[str], loaded: LoadedModel) -> list[tuple[
         return shapes
     n, c, h, w = shape
     spec = _spec_of(loaded)
-    step = max(spec.size_multiple if spec else 1, 16)
+    step = max(spec.size_multiple if spec else _common_power_of_two(h, w), 16)
     other = [n + 1 if "batch" in dynamic else n, c, h, w]
     if "height" in dynamic:
         other[2] = h + 2 * step
@@ -182,6 +182,16 @@ def _parity_shapes(shape, dynamic: set[str], loaded: LoadedModel) -> list[tuple[
         other[2 if "height" in dynamic else 3] += step
     shapes.append(tuple(other))
     return shapes
+
+
+def _common_power_of_two(h: int, w: int, limit: int = 32) -> int:
+    """The largest power of two up to `limit` dividing both sizes: a model of unknown
+    constraints exported at 64×96 probably needs multiples of 32 (e.g. an encoder-decoder
+    with skip connections), so the second parity size keeps that."""
+    step = 1
+    while step < limit and h % (2 * step) == 0 and w % (2 * step) == 0:
+        step *= 2
+    return step
 
 
 def _check_out_dir(out_dir: Path, force: bool) -> None:

@@ -10,6 +10,8 @@ checked, and the graph must hold no MaxPool ``Indices`` output (TensorRT refuses
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -167,3 +169,19 @@ def test_unrewritten_blocker_still_named_after_the_context(tmp_path):
     with pytest.raises(Exception, match="adaptive_avg_pool2d"):
         torch.onnx.export(Pool("functional").eval(), (torch.randn(*STATIC_SHAPE),), str(tmp_path / "m.onnx"),
                           opset_version=11, dynamo=False)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("segmentation_models_pytorch") is None, reason="smp not installed")
+@pytest.mark.parametrize("dynamic", [set(), {"batch", "height", "width"}], ids=["static", "dynamic"])
+def test_smp_pspnet_exports_at_opset_11(tmp_path, dynamic):
+    """segmentation_models_pytorch's PSPNet pools inside F.interpolate(mode="area"): it exports
+    at opset 11 and meets the strict proof (relative error ≤ 1e-4), at a second size too."""
+    from segdeploy.export import ExportRequest, export_model
+    from segdeploy.export.parity import ParityThresholds
+
+    kwargs = {"encoder_name": "resnet18", "encoder_weights": None, "classes": 4}
+    result = export_model(ExportRequest(source="segmentation_models_pytorch:PSPNet", out_dir=tmp_path / "d",
+                                        input_shape=(1, 3, 64, 96), model_kwargs=kwargs, dynamic=dynamic,
+                                        thresholds=ParityThresholds(min_agreement=0.999, max_rel_error=1e-4)))
+    assert result.parity["passed"] and len(result.parity["checks"]) == (2 if dynamic else 1)
+    assert [r.split(":")[0] for r in result.rewrites] == [f"model.decoder.psp.blocks.{i} (PSPBlock)" for i in (1, 2, 3)]
