@@ -78,7 +78,11 @@ def _exporter_log_silenced() -> Iterator[None]:
     a conversion fails. The failure itself is reported as one line by `_explain`.
     """
     sys.stdout.flush()
-    saved = os.dup(1)
+    try:
+        saved = os.dup(1)
+    except OSError:  # no file descriptor 1 (a detached process): nothing to keep clean
+        yield
+        return
     try:
         with open(os.devnull, "w") as null:
             os.dup2(null.fileno(), 1)

@@ -25,6 +25,7 @@ import torch.onnx.symbolic_helper as sym_help
 
 from segdeploy.export.onnx_ops import (
     FLOAT,
+    RewriteRefused,
     arange,
     as_int64_scalar,
     as_vector,
@@ -34,7 +35,6 @@ from segdeploy.export.onnx_ops import (
     dim,
     float_dtype,
     rank,
-    RewriteRefused,
     row,
     scope_of,
 )

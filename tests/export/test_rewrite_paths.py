@@ -185,3 +185,28 @@ def test_smp_pspnet_exports_at_opset_11(tmp_path, dynamic):
                                         thresholds=ParityThresholds(min_agreement=0.999, max_rel_error=1e-4)))
     assert result.parity["passed"] and len(result.parity["checks"]) == (2 if dynamic else 1)
     assert [r.split(":")[0] for r in result.rewrites] == [f"model.decoder.psp.blocks.{i} (PSPBlock)" for i in (1, 2, 3)]
+
+
+def test_unconvertible_operator_fails_in_one_line_naming_its_module(tmp_path):
+    """Bad input through the CLI: one line on stderr naming the operator and the module that
+    calls it, nothing on stdout (not the exporter's TorchScript dump), nothing written."""
+    from tests.conftest import run_segdeploy
+
+    model = tmp_path / "warp.py"
+    model.write_text(
+        "import torch\nimport torch.nn.functional as F\nfrom torch import nn\n"
+        "class Warp(nn.Module):\n"
+        "    def forward(self, x):\n"
+        "        return F.grid_sample(x, torch.zeros(x.shape[0], x.shape[2], x.shape[3], 2), align_corners=False)\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self, num_classes=3):\n"
+        "        super().__init__()\n"
+        "        self.conv, self.warp = nn.Conv2d(3, num_classes, 1), Warp()\n"
+        "    def forward(self, x):\n"
+        "        return self.warp(self.conv(x))\n"
+    )
+    proc = run_segdeploy("export", f"{model}:Net", "--input-shape", "1x3x16x24", "-o", str(tmp_path / "d"))
+    assert proc.returncode == 1 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "grid_sampler" in lines[0] and "model.warp (Warp)" in lines[0], proc.stderr
+    assert not (tmp_path / "d").exists()
