@@ -58,23 +58,23 @@ def smp_entries() -> list[Entry]:
     for arch, cls in smp.MODEL_ARCHITECTURES_MAPPING.items():
         encoders = _smp_encoders(arch)
         shape = (1, 3, 128, 192) if arch == "pan" else SHAPE  # PAN's pyramid needs ≥ 128 px
-        for encoder in encoders:
-            kwargs = {"encoder_name": encoder, "encoder_weights": None, "classes": CLASSES}
-            if arch == "dpt":  # DPT's ViT encoders take any patch-multiple size only when asked
-                kwargs.update(decoder_intermediate_channels=[32, 64, 128, 128], decoder_fusion_channels=32)
-                if "vit" in encoder:
-                    kwargs["dynamic_img_size"] = True
+        for encoder, extra in encoders.items():
+            kwargs = {"encoder_name": encoder, "encoder_weights": None, "classes": CLASSES, **extra}
             entries.append(Entry(f"smp/{cls.__name__}/{encoder}", f"segmentation_models_pytorch:{cls.__name__}",
                                  kwargs, None, shape))
     return entries
 
 
-def _smp_encoders(arch: str) -> list[str]:
-    if arch == "dpt":  # timm encoders only
-        return ["tu-vit_tiny_patch16_224", "tu-deit_tiny_patch16_224", "tu-mobilenetv3_small_100"]
+def _smp_encoders(arch: str) -> dict[str, dict]:
+    """Encoder → extra keyword arguments: a ResNet, a timm encoder, mit_b0 where accepted."""
+    if arch == "dpt":  # timm encoders only; ViTs fit their position grid to 64×96 when asked (and a small decoder)
+        small = {"decoder_intermediate_channels": [32, 64, 128, 128], "decoder_fusion_channels": 32}
+        return {"tu-vit_tiny_patch16_224": {**small, "dynamic_img_size": True},
+                "tu-deit_tiny_distilled_patch16_224": {**small, "dynamic_img_size": True},
+                "tu-mobilenetv3_small_100": small}
     if arch in ("unetplusplus", "linknet"):  # these refuse mit_b0
-        return ["resnet18", "tu-mobilenetv3_small_100", "tu-efficientnet_b0"]
-    return ["resnet18", "tu-mobilenetv3_small_100", "mit_b0"]
+        return dict.fromkeys(["resnet18", "tu-mobilenetv3_small_100", "tu-efficientnet_b0"], {})
+    return dict.fromkeys(["resnet18", "tu-mobilenetv3_small_100", "mit_b0"], {})
 
 
 def registry_entries() -> list[Entry]:

@@ -46,7 +46,8 @@ def torch_to_onnx(model: nn.Module, sample: torch.Tensor, *, opset: int, dynamic
     buffer = io.BytesIO()
     try:
         # export_rewrites(): exact replacements of export blockers, active while exporting only.
-        with warnings.catch_warnings(), torch.no_grad(), _exporter_log_silenced(), export_rewrites(opset) as applied:
+        with warnings.catch_warnings(), torch.no_grad(), _exporter_log_silenced(), \
+                export_rewrites(opset, dynamic_hw=bool({"height", "width"} & set(dynamic))) as applied:
             warnings.simplefilter("ignore")  # tracer warnings are noise for users; parity is the proof
             torch.onnx.export(
                 model,

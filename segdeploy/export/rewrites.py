@@ -45,6 +45,7 @@ from torch.overrides import TorchFunctionMode
 from segdeploy.export.rewrite_ops import max_pool2d_indices_exact, max_unpool2d_exact, unpool_is_window_aligned
 from segdeploy.export.symbolic_attention import make_scaled_dot_product_attention
 from segdeploy.export.symbolic_pool import make_adaptive_avg_pool1d, make_adaptive_avg_pool2d, make_max_unpool2d
+from segdeploy.export.symbolic_resize import make_bicubic_aa, make_bilinear_aa
 from segdeploy.export.symbolic_shape import make_unflatten
 
 
@@ -136,12 +137,16 @@ _SYMBOLICS = (
     ("aten::max_unpool2d", make_max_unpool2d, range(7, 100)),
     ("aten::scaled_dot_product_attention", make_scaled_dot_product_attention, range(7, 14)),
     ("aten::unflatten", make_unflatten, range(10, 13)),  # nn.MultiheadAttention's split of q/k/v
+    ("aten::_upsample_bicubic2d_aa", make_bicubic_aa, range(7, 100)),  # timm's position-embedding resize
+    ("aten::_upsample_bilinear2d_aa", make_bilinear_aa, range(7, 100)),
 )
+_FIXED_SIZE_ONLY = {"aten::_upsample_bicubic2d_aa", "aten::_upsample_bilinear2d_aa"}  # weights fixed by the sizes
 
 
 @contextlib.contextmanager
-def export_rewrites(opset: int = 11) -> Iterator[list[tuple[str, str]]]:
-    """Context manager: inside it, export blockers trace and convert as their exact rewrites.
+def export_rewrites(opset: int = 11, *, dynamic_hw: bool = False) -> Iterator[list[tuple[str, str]]]:
+    """Context manager: inside it, export blockers trace and convert as their exact rewrites
+    (`dynamic_hw`: the export has dynamic height/width, so traced sizes are not fixed).
 
     Yields the list to which the operator-level rewrites append, while the exporter
     converts the traced graph, one (exporter scope name, what was rewritten into what) per
@@ -152,7 +157,8 @@ def export_rewrites(opset: int = 11) -> Iterator[list[tuple[str, str]]]:
     try:
         for name, make, opsets in _SYMBOLICS:
             if opset in opsets:
-                torch.onnx.register_custom_op_symbolic(name, make(applied), opset)
+                fixed = (applied, not dynamic_hw) if name in _FIXED_SIZE_ONLY else (applied,)
+                torch.onnx.register_custom_op_symbolic(name, make(*fixed), opset)
                 registered.append(name)
         with _ExportRewriteMode():
             yield applied

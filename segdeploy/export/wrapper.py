@@ -70,9 +70,16 @@ def _script_adapter(model: torch.jit.ScriptModule, output, upsample: bool) -> nn
 
 def wrap_for_export(model: nn.Module, sample: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:
     """Check the model's output on `sample`; return the one-output wrapper and its eager logits."""
-    with torch.no_grad():
-        output = model(sample)
-        logits = pick_logits(output)
+    try:
+        with torch.no_grad():
+            output = model(sample)
+    except Exception as exc:  # whatever the model raises at this input is about the input (or the model)
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise ExportError(
+            f"the model cannot run at input {'x'.join(map(str, sample.shape))} in PyTorch: {type(exc).__name__}: {first}",
+            "give an --input-shape (and --model-kwargs) the model accepts",
+        ) from None
+    logits = pick_logits(output)
     if logits.ndim != 4 or logits.shape[0] != sample.shape[0]:
         raise ExportError(
             f"the model's output has shape {list(logits.shape)}; segdeploy needs logits N×C×H×W "

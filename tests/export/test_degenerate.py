@@ -32,6 +32,17 @@ class Scaled(nn.Module):
         if self.constant is not None:
             y = y * 0 + self.constant
         return y
+
+
+class SquareOnly(nn.Module):
+    # Refuses anything but square inputs, as some ViT heads do.
+    def __init__(self, num_classes=3):
+        super().__init__()
+        self.conv = nn.Conv2d(3, num_classes, 1)
+
+    def forward(self, x):
+        assert x.shape[-1] == x.shape[-2], f"Input height ({x.shape[-2]}) doesn't match width ({x.shape[-1]})"
+        return self.conv(x)
 """
 
 
@@ -86,3 +97,13 @@ def test_cli_says_what_is_degenerate(models, tmp_path):
     assert proc.stdout == ""  # no exporter log, no partial result on stdout
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "degenerate" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_a_model_that_cannot_run_at_the_input_is_told_in_one_line(models, tmp_path):
+    proc = run_segdeploy("export", f"{models}:SquareOnly", "--input-shape", "1x3x16x24", "-o", str(tmp_path / "d"))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == (
+        "error: the model cannot run at input 1x3x16x24 in PyTorch: AssertionError: Input height (16) doesn't match "
+        "width (24) (give an --input-shape (and --model-kwargs) the model accepts)"
+    )
+    assert not (tmp_path / "d").exists()

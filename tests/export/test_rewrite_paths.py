@@ -210,3 +210,39 @@ def test_unconvertible_operator_fails_in_one_line_naming_its_module(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "grid_sampler" in lines[0] and "model.warp (Warp)" in lines[0], proc.stderr
     assert not (tmp_path / "d").exists()
+
+
+class AntialiasedResize(nn.Module):
+    """A learned 7×9 grid resized with antialiasing to the feature map's size (as timm
+    resamples a ViT's position embedding), added to the features."""
+
+    def __init__(self, mode: str, size_from: str):
+        super().__init__()
+        self.mode, self.size_from = mode, size_from
+        self.grid = nn.Parameter(torch.randn(1, 4, 7, 9, generator=torch.Generator().manual_seed(5)))
+
+    def forward(self, x):
+        if self.size_from == "size":
+            grid = F.interpolate(self.grid, size=x.shape[-2:], mode=self.mode, antialias=True, align_corners=False)
+        else:
+            grid = F.interpolate(self.grid, scale_factor=(0.5, 0.75), mode=self.mode, antialias=True)
+            grid = F.interpolate(grid, size=x.shape[-2:], mode="nearest")
+        return x + grid
+
+
+@pytest.mark.parametrize("size_from", ["size", "scale"])
+@pytest.mark.parametrize("mode", ["bicubic", "bilinear"])
+def test_antialiased_resize_at_a_static_size(mode, size_from):
+    """Down (7×9 → 4×6 or 3×6) and up (7×9 → 24×36) sizes, with PyTorch's own weights."""
+    for shape in [(1, 4, 4, 6), STATIC_SHAPE]:
+        model = AntialiasedResize(mode, size_from).eval()
+        graph = export_graph(model, shape, set())
+        assert_matches(graph, model, [shape], exact=False)
+
+
+def test_antialiased_resize_to_a_run_time_size_is_refused_naming_the_module():
+    from segdeploy.errors import ExportError
+
+    with pytest.raises(ExportError, match=r"_upsample_bicubic2d_aa \(antialiased resize\) in <root> \(AntialiasedResize\)"
+                                          r".*static --input-shape"):
+        export_graph(AntialiasedResize("bicubic", "size").eval(), STATIC_SHAPE, DYNAMIC_HW)
