@@ -1,6 +1,7 @@
 """Third-party compatibility matrix: what segdeploy exports and builds, model by model.
 
-    python scripts/compat_matrix.py [--only SUBSTRING …] [--out compat/] [--update-readme README.md]
+    python scripts/compat_matrix.py [--only SUBSTRING …] [--merge] [--out compat/] [--update-readme README.md]
+    python scripts/compat_matrix.py --render --update-readme README.md     # table from compat/matrix.json
 
 Rows: every architecture of the installed segmentation_models_pytorch, each with three
 encoders (a ResNet, a timm one, ``mit_b0`` where the architecture accepts it); torchvision's
@@ -225,11 +226,11 @@ def _mark(cell: dict, reasons: dict[str, int]) -> str:
     return f"{'✗' if cell['status'] == 'fail' else '–'} {number}"
 
 
-def merge_rows(old: list[dict], new: list[dict]) -> list[dict]:
-    """`old` with the rows of the same entries replaced by `new` (new entries appended), in order."""
-    fresh = {row["entry"]["id"]: row for row in new}
-    merged = [fresh.pop(row["entry"]["id"], row) for row in old]
-    return merged + list(fresh.values())
+def merge_rows(old: list[dict], new: list[dict], order: list[str]) -> list[dict]:
+    """`old` with the rows of the same entries replaced by `new`, in the matrix's `order`;
+    rows of entries the matrix no longer has are dropped."""
+    by_id = {row["entry"]["id"]: row for row in old} | {row["entry"]["id"]: row for row in new}
+    return [by_id[entry] for entry in order if entry in by_id]
 
 
 def summary(rows: list[dict]) -> dict:
@@ -268,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", default=[], help="run the entries whose id contains this (repeatable)")
     parser.add_argument("--out", type=Path, default=REPO / "compat", help="folder for matrix.json and matrix.md")
     parser.add_argument("--list", action="store_true", help="list the entries and exit")
+    parser.add_argument("--render", action="store_true",
+                        help="run nothing: re-render OUT/matrix.md (and --update-readme) from OUT/matrix.json")
     parser.add_argument("--merge", action="store_true",
                         help="replace only the rows run now in an existing OUT/matrix.json (re-run a subset)")
     parser.add_argument("--update-readme", type=Path, help="write the table between the README's compat-matrix markers")
@@ -276,9 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.list or not entries:
         print("\n".join(e.id for e in entries) or "no entry matches --only")
         return 0 if entries else 2
-    rows = run_matrix(entries, tensorrt=_has_tensorrt(), say=_say)
-    if args.merge and (args.out / "matrix.json").is_file():
-        rows = merge_rows(json.loads((args.out / "matrix.json").read_text())["rows"], rows)
+    if args.render:
+        rows = json.loads((args.out / "matrix.json").read_text())["rows"]
+    else:
+        rows = run_matrix(entries, tensorrt=_has_tensorrt(), say=_say)
+    if args.merge and not args.render and (args.out / "matrix.json").is_file():
+        rows = merge_rows(json.loads((args.out / "matrix.json").read_text())["rows"], rows, [e.id for e in all_entries()])
     args.out.mkdir(parents=True, exist_ok=True)
     table = render_markdown(rows)
     (args.out / "matrix.json").write_text(json.dumps({"summary": summary(rows), "rows": rows}, indent=1, ensure_ascii=False) + "\n")

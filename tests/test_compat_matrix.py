@@ -100,7 +100,8 @@ def test_identical_reasons_share_a_number_and_readme_markers_are_replaced(tmp_pa
 def test_merge_replaces_only_the_rows_run_again():
     matrix = _load_script()
     row = lambda entry, status: {"entry": {"id": entry}, "cells": {"export": {"status": status}}}  # noqa: E731
-    merged = matrix.merge_rows([row("a", "fail"), row("b", "pass")], [row("a", "pass"), row("c", "pass")])
+    old = [row("a", "fail"), row("gone", "pass"), row("b", "pass")]
+    merged = matrix.merge_rows(old, [row("c", "pass"), row("a", "pass")], ["a", "b", "c"])
     assert [(r["entry"]["id"], r["cells"]["export"]["status"]) for r in merged] == [("a", "pass"), ("b", "pass"), ("c", "pass")]
 
 
