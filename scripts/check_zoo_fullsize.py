@@ -48,8 +48,9 @@ def fit(shape, multiple: int):
 
 
 def make_weights(name: str, shape, classes: int, folder: Path) -> tuple[Path, str]:
-    """Conditioned weights saved as a checkpoint, and whether the export rewrites, run
-    eagerly in PyTorch, reproduce the model bit for bit (isolates them from runtime rounding)."""
+    """Conditioned weights saved as a checkpoint, and whether the function-level export
+    rewrites (pooling indices, unpooling), run eagerly in PyTorch, reproduce the model bit for
+    bit (isolates them from runtime rounding; operator-level ones act only inside the exporter)."""
     model = get_spec(name).build(num_classes=classes)
     condition(model, torch.randn(*shape, generator=torch.Generator().manual_seed(1)))
     path = folder / f"{name}.pth"

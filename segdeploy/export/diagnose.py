@@ -65,3 +65,32 @@ def modules_calling(model: nn.Module, sample: torch.Tensor, operator: str) -> li
         for handle in handles:
             handle.remove()
     return list(dict.fromkeys(recorder.found))
+
+
+def _unqualified(name: str) -> str:
+    """'model.decoder.blocks.0' → 'blocks.0': how the exporter names a module in a scope
+    (from its last non-numeric atom on)."""
+    atoms = name.split(".")
+    for i in range(len(atoms) - 1, -1, -1):
+        if not atoms[i].isnumeric():
+            return ".".join(atoms[i:])
+    return name
+
+
+def module_at_scope(model: nn.Module, scope: str) -> str:
+    """'model.decoder.psp.blocks.1 (PSPBlock)': the module an exporter scope name points at.
+
+    A scope is `pkg.Root::/pkg.Child::name/…`, one segment per module *call*, each naming
+    its module only by class and last name atom (`blocks.1`), and skipping modules whose
+    methods were called directly (`encoder.forward_features(x)`). Each segment is matched
+    against the modules below the previous one, which recovers the qualified name.
+    """
+    current, path = model, ""
+    for segment in [s for s in scope.split("/") if s][1:]:
+        cls, _, short = segment.rpartition("::")
+        match = next(((name, sub) for name, sub in current.named_modules(prefix=path)
+                      if sub is not current and torch.typename(type(sub)) == cls and _unqualified(name) == short), None)
+        if match is None:
+            return f"{path or '<root>'} ({type(current).__name__}) > {short} ({cls.rsplit('.', 1)[-1]})"
+        path, current = match
+    return f"{path or '<root>'} ({type(current).__name__})"

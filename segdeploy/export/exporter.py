@@ -108,8 +108,7 @@ def export_model(request: ExportRequest, step: Callable[[str], None] = lambda _:
 def _export_into(request: ExportRequest, loaded: LoadedModel, shape, out_dir: Path, step) -> ExportResult:
     model = loaded.module
     loaded.info["weights_fingerprint"] = weights_fingerprint(model)  # before rewrites change the module
-    dynamic_hw = bool({"height", "width"} & request.dynamic)
-    rewrites = rewrite_export_blockers(model, dynamic_hw=dynamic_hw) if loaded.kind != "torchscript" else []
+    rewrites = rewrite_export_blockers(model) if loaded.kind != "torchscript" else []
     generator = torch.Generator().manual_seed(0)
     sample = torch.randn(*shape, generator=generator)
     step("checking the model's output")
@@ -128,7 +127,7 @@ def _export_into(request: ExportRequest, loaded: LoadedModel, shape, out_dir: Pa
     graph = torch_to_onnx(exported, traced_with, opset=request.opset,
                           dynamic=request.dynamic, input_layout="NHWC" if fusion.preprocess else "NCHW",
                           output_layout="NHW" if fusion.argmax else "NCHW",
-                          output_name=LABELS_NAME if fusion.argmax else OUTPUT_NAME)
+                          output_name=LABELS_NAME if fusion.argmax else OUTPUT_NAME, rewritten=rewrites)
     step("inferring shapes")
     graph = infer_shapes(graph)
     if request.simplify:
@@ -174,7 +173,7 @@ def _parity_shapes(shape, dynamic: set[str], loaded: LoadedModel) -> list[tuple[
         return shapes
     n, c, h, w = shape
     spec = _spec_of(loaded)
-    step = max(spec.size_multiple if spec else 1, 16)
+    step = max(spec.size_multiple if spec else _common_power_of_two(h, w), 16)
     other = [n + 1 if "batch" in dynamic else n, c, h, w]
     if "height" in dynamic:
         other[2] = h + 2 * step
@@ -184,6 +183,16 @@ def _parity_shapes(shape, dynamic: set[str], loaded: LoadedModel) -> list[tuple[
         other[2 if "height" in dynamic else 3] += step
     shapes.append(tuple(other))
     return shapes
+
+
+def _common_power_of_two(h: int, w: int, limit: int = 32) -> int:
+    """The largest power of two up to `limit` dividing both sizes: a model of unknown
+    constraints exported at 64×96 probably needs multiples of 32 (e.g. an encoder-decoder
+    with skip connections), so the second parity size keeps that."""
+    step = 1
+    while step < limit and h % (2 * step) == 0 and w % (2 * step) == 0:
+        step *= 2
+    return step
 
 
 def _check_out_dir(out_dir: Path, force: bool) -> None:

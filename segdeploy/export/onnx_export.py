@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+import sys
 import warnings
+from typing import Iterator
 
 import onnx
 import torch
 from torch import nn
 
 from segdeploy.errors import ExportError
-from segdeploy.export.diagnose import modules_calling, operator_from_error
+from segdeploy.export.diagnose import module_at_scope, modules_calling, operator_from_error
+from segdeploy.export.onnx_ops import RewriteRefused
 from segdeploy.export.rewrites import export_rewrites
 
 INPUT_NAME = "input"
@@ -32,12 +37,17 @@ def dynamic_axes_for(dynamic: set[str], *, input_layout: str = "NCHW", output_la
 
 
 def torch_to_onnx(model: nn.Module, sample: torch.Tensor, *, opset: int, dynamic: set[str], input_layout: str = "NCHW",
-                  output_layout: str = "NCHW", output_name: str = OUTPUT_NAME) -> onnx.ModelProto:
-    """Export `model` (already wrapped to one output: logits, or labels when argmax is fused)."""
+                  output_layout: str = "NCHW", output_name: str = OUTPUT_NAME,
+                  rewritten: list[str] | None = None) -> onnx.ModelProto:
+    """Export `model` (already wrapped to one output: logits, or labels when argmax is fused).
+
+    `rewritten`, when given, receives one line per operator-level rewrite the export made.
+    """
     buffer = io.BytesIO()
     try:
-        # export_rewrites(): exact replacements of export blockers, active while tracing only.
-        with warnings.catch_warnings(), torch.no_grad(), export_rewrites():
+        # export_rewrites(): exact replacements of export blockers, active while exporting only.
+        with warnings.catch_warnings(), torch.no_grad(), _exporter_log_silenced(), \
+                export_rewrites(opset, dynamic_hw=bool({"height", "width"} & set(dynamic))) as applied:
             warnings.simplefilter("ignore")  # tracer warnings are noise for users; parity is the proof
             torch.onnx.export(
                 model,
@@ -51,9 +61,37 @@ def torch_to_onnx(model: nn.Module, sample: torch.Tensor, *, opset: int, dynamic
                 do_constant_folding=True,
                 dynamo=False,
             )
+    except RewriteRefused as exc:  # a rewrite cannot convert a call: name its module and what to do
+        raise ExportError(exc.message.format(module=module_at_scope(model, exc.scope)), exc.hint) from None
     except Exception as exc:  # the exporter raises many types; all mean "this model did not export"
         raise _explain(exc, model, sample, opset) from None
+    if rewritten is not None:  # one line per module and operator, in graph order
+        rewritten.extend(dict.fromkeys(f"{module_at_scope(model, scope)}: {what}" for scope, what in applied))
     return onnx.load_from_string(buffer.getvalue())
+
+
+@contextlib.contextmanager
+def _exporter_log_silenced() -> Iterator[None]:
+    """Keep the legacy exporter's C++ log off stdout (results and --json go there).
+
+    torch 2.14 switches its ONNX log on for every export (`setup_onnx_logging` tests the
+    function object, not its result) and prints the whole TorchScript graph to stdout when
+    a conversion fails. The failure itself is reported as one line by `_explain`.
+    """
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no file descriptor 1 (a detached process): nothing to keep clean
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _explain(exc: Exception, model: nn.Module, sample: torch.Tensor, opset: int) -> ExportError:

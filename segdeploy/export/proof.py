@@ -31,6 +31,7 @@ from torch import nn
 
 from segdeploy.errors import ParityError
 from segdeploy.evaluation.compare import compare_outputs, summarize
+from segdeploy.export.degenerate import check_not_degenerate
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,7 @@ def _check_shape(model: nn.Module, runner, shape, input_name: str, generator: to
             f"the model itself cannot run at input {_fmt(shape)} in PyTorch ({first})",
             "it does not support dynamic height/width; export a static --input-shape",
         ) from None
+    check_not_degenerate(reference, shape)  # say so before blaming the graph
     try:
         candidate = next(iter(runner.infer({input_name: sample.numpy()}).values()))
     except Exception as exc:  # onnxruntime raises its own exception types

@@ -1,44 +1,17 @@
-"""Exact, export-friendly equivalents of adaptive average pooling and max (un)pooling.
+"""Exact, export-friendly equivalents of max pooling with indices and window-aligned unpooling.
 
 Every function here computes what the PyTorch operator computes, from sizes read off
 the input at run time (while tracing, ``x.shape[i]`` is a traced value), so the same
 code exports with static or dynamic height/width. Only operators that onnxruntime and
-TensorRT's ONNX parser both take are emitted: Range, MatMul, Equal, Where, Gather,
-Cast, MaxPool (single output), ScatterElements (unaligned unpooling).
+TensorRT's ONNX parser both take are emitted: Range, Equal, Where, Gather, Cast, MaxPool
+(single output). Adaptive average pooling and unaligned unpooling are rewritten at the
+operator level instead (`segdeploy.export.symbolic_pool`).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-
-def _bin_matrix(size, bins: int, dtype: torch.dtype, device) -> torch.Tensor:
-    """bins×size matrix whose row i averages PyTorch's adaptive-pool bin i.
-
-    Bin i spans [floor(i*size/bins), ceil((i+1)*size/bins)). The bounds are computed in
-    float32: i*size and bins are exact integers there, and a correctly rounded quotient
-    never crosses an integer unless it is one (sizes far below 2**24).
-    """
-    i = torch.arange(bins, dtype=torch.float32, device=device)
-    start = torch.floor(i * size / bins)
-    end = torch.ceil((i + 1) * size / bins)
-    j = torch.arange(size, device=device).to(torch.float32)
-    inside = (j.unsqueeze(0) >= start.unsqueeze(1)) & (j.unsqueeze(0) < end.unsqueeze(1))
-    return (inside.to(torch.float32) / (end - start).unsqueeze(1)).to(dtype)
-
-
-def adaptive_avg_pool2d_exact(x: torch.Tensor, output_size: tuple) -> torch.Tensor:
-    """``F.adaptive_avg_pool2d`` on N×C×H×W as two MatMuls with averaging matrices.
-
-    A ``None`` in `output_size` keeps that axis as it is, as PyTorch does.
-    """
-    out_h, out_w = output_size
-    if out_h is not None:
-        x = torch.matmul(_bin_matrix(x.shape[-2], int(out_h), x.dtype, x.device), x)
-    if out_w is not None:
-        x = torch.matmul(x, _bin_matrix(x.shape[-1], int(out_w), x.dtype, x.device).transpose(0, 1))
-    return x
 
 
 def max_pool2d_indices_exact(x: torch.Tensor, kernel: tuple[int, int], ceil_mode: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,21 +49,17 @@ def unpool_is_window_aligned(kernel_size, stride, padding) -> bool:
     return kernel == stride and padding == (0, 0)
 
 
-def _unpool_size(x: torch.Tensor, kernel, stride, padding, output_size):
+def _unpool_size(x: torch.Tensor, kernel, output_size):
     if output_size is not None:
         return output_size[-2], output_size[-1]
-    return tuple((x.shape[d + 2] - 1) * stride[d] - 2 * padding[d] + kernel[d] for d in (0, 1))
+    return tuple(x.shape[d + 2] * kernel[d] for d in (0, 1))
 
 
-def max_unpool2d_exact(x, indices, kernel, stride, padding, output_size=None) -> torch.Tensor:
-    """``F.max_unpool2d``: each value goes to its flat index in the output plane, zeros elsewhere."""
-    out_h, out_w = _unpool_size(x, kernel, stride, padding, output_size)
-    if unpool_is_window_aligned(kernel, stride, padding):
-        return _unpool_by_comparison(x, indices, kernel, out_h, out_w)
-    # Overlapping or padded windows: no per-pixel owner window; scatter is the exact form.
-    n, c = x.shape[0], x.shape[1]
-    flat = x.new_zeros((n, c, out_h * out_w)).scatter(2, indices.flatten(2), x.flatten(2))
-    return flat.reshape(n, c, out_h, out_w)
+def max_unpool2d_exact(x, indices, kernel, output_size=None) -> torch.Tensor:
+    """``F.max_unpool2d`` with non-overlapping, unpadded windows (stride == kernel):
+    each value goes to its flat index in the output plane, zeros elsewhere."""
+    out_h, out_w = _unpool_size(x, kernel, output_size)
+    return _unpool_by_comparison(x, indices, kernel, out_h, out_w)
 
 
 def _owner(size_out, kernel: int, size_in, device) -> torch.Tensor:

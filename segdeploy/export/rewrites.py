@@ -1,98 +1,86 @@
 """Exact rewrites of export blockers, for any model (the user's own included).
 
-Three operators stop a segmentation model on its way to ONNX opset 11 and TensorRT:
+Four operators stop a segmentation model on its way to ONNX opset 11 and TensorRT:
 
 * ``adaptive_avg_pool2d`` whose output size does not divide the input size, or with a
-  dynamic height/width (PSPNet's pyramid bins 3 and 6): the legacy exporter refuses both.
+  dynamic height/width (PSPNet's pyramid bins 3 and 6; segmentation_models_pytorch's PSPNet
+  reaches it through ``F.interpolate(mode="area")``): the legacy exporter refuses both.
 * ``max_unpool2d`` (SegNet's decoder): the exporter fails on it, and TensorRT has no
   unpooling layer.
 * ``max_pool2d`` with ``return_indices=True`` (SegNet's encoder): it exports, but as an
   ONNX MaxPool with an ``Indices`` output, which TensorRT's parser does not take.
+* ``scaled_dot_product_attention`` (transformer heads): the exporter converts it from
+  opset 14 on only.
 
-The rewrites are applied *while tracing only*: `export_rewrites()` is a TorchFunctionMode
-active around ``torch.onnx.export``; it intercepts the three functions (whether called
-through ``nn.AdaptiveAvgPool2d``/``nn.MaxUnpool2d``/``nn.MaxPool2d`` modules or straight
-from a user's ``forward``) and emits exact equivalents made of MatMul, Reshape/Expand,
-Equal/Where, Gather and MaxPool. The model itself is never changed, so the parity proof that
-ends every export compares the graph with PyTorch's *own* operators.
+`export_rewrites(opset)` is active around ``torch.onnx.export`` and works at two levels:
 
-`rewrite_export_blockers(model, dynamic_hw=...)` lists, for the manifest and the user,
-the modules that will be rewritten; `REWRITES` holds one such scanner per rewrite.
+* **Operator level** (`symbolic_pool`, `symbolic_attention`): symbolic functions registered
+  for the ATen operators replace the exporter's own conversion, so every call is seen
+  however it is reached — module, functional, ``torch._C._nn`` alias, ``torch.ops.aten``,
+  scripted code, or a call made inside another torch function, which a TorchFunctionMode
+  does not see (a mode is not re-entered for the calls a torch function makes).
+* **Function level** (this module): a TorchFunctionMode swaps max pooling with indices and
+  window-aligned unpooling, whose ATen operators no longer carry what the exact rewrite
+  needs (the unpooling kernel), for exact equivalents made of MaxPool, Gather, Equal and
+  Where. No torch function calls these two internally, so every Python path reaches the mode.
+
+The model itself is never changed, so the parity proof that ends every export compares the
+graph with PyTorch's *own* operators.
+
+`rewrite_export_blockers(model)` lists the modules the function-level rewrites will replace;
+the operator-level ones are listed as the exporter meets them (the list `export_rewrites`
+yields), with the module each call was made in.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from segdeploy.export.rewrite_ops import (
-    adaptive_avg_pool2d_exact,
-    max_pool2d_indices_exact,
-    max_unpool2d_exact,
-    unpool_is_window_aligned,
-)
-
-Rewrite = Callable[..., list]
+from segdeploy.export.rewrite_ops import max_pool2d_indices_exact, max_unpool2d_exact, unpool_is_window_aligned
+from segdeploy.export.symbolic_attention import make_scaled_dot_product_attention
+from segdeploy.export.symbolic_pool import make_adaptive_avg_pool1d, make_adaptive_avg_pool2d, make_max_unpool2d
+from segdeploy.export.symbolic_resize import make_bicubic_aa, make_bilinear_aa
+from segdeploy.export.symbolic_shape import make_unflatten
 
 
 def _pair(value) -> tuple:
     return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
-def _adaptive_needs_rewrite(output_size) -> bool:
-    # A global (1×1) pool exports as GlobalAveragePool at any size: nothing to rewrite.
-    return any(o is not None and o != 1 for o in _pair(output_size))
-
-
 def _pool_indices_rewritable(kernel_size, stride, padding, dilation) -> bool:
     kernel = _pair(kernel_size)
-    stride = _pair(stride if stride not in (None, ()) else kernel_size)
+    stride = _pair(stride if stride else kernel_size)  # None or [] (torch._C._nn's default): the kernel
     return kernel == stride and _pair(padding) == (0, 0) and _pair(dilation) == (1, 1)
 
 
-def scan_adaptive_avg_pool(model: nn.Module, *, dynamic_hw: bool) -> list[str]:
-    return [
-        f"{name} (AdaptiveAvgPool2d, output {module.output_size}) → exact averaging-matrix MatMul"
-        for name, module in model.named_modules()
-        if isinstance(module, nn.AdaptiveAvgPool2d) and _adaptive_needs_rewrite(module.output_size)
-    ]
-
-
-def scan_max_unpool(model: nn.Module, *, dynamic_hw: bool) -> list[str]:
+def rewrite_export_blockers(model: nn.Module) -> list[str]:
+    """The modules whose max pooling with indices / unpooling `export_rewrites()` replaces
+    at the function level (for the manifest and the user); the model is not modified."""
     found = []
     for name, module in model.named_modules():
         if isinstance(module, nn.MaxUnpool2d):
-            aligned = unpool_is_window_aligned(module.kernel_size, module.stride, module.padding)
-            how = "index-grid Equal/Where" if aligned else "ScatterElements"
-            found.append(f"{name} (MaxUnpool2d) → {how}")
+            if unpool_is_window_aligned(module.kernel_size, module.stride, module.padding):
+                found.append(f"{name} (MaxUnpool2d) → index-grid Equal/Where")
         elif isinstance(module, nn.MaxPool2d) and module.return_indices:
             if _pool_indices_rewritable(module.kernel_size, module.stride, module.padding, module.dilation):
                 found.append(f"{name} (MaxPool2d with indices) → MaxPool + first-max min-pool indices")
     return found
 
 
-REWRITES: list[Rewrite] = [scan_adaptive_avg_pool, scan_max_unpool]
-
-
-def rewrite_export_blockers(model: nn.Module, *, dynamic_hw: bool) -> list[str]:
-    """What `export_rewrites()` will replace in `model` (for the manifest and the user).
-
-    Functional calls in a user's ``forward`` are rewritten too but cannot be listed
-    without running the model; the model is not modified.
-    """
-    applied: list[str] = []
-    for rewrite in REWRITES:
-        applied.extend(rewrite(model, dynamic_hw=dynamic_hw))
-    return applied
-
-
 class _ExportRewriteMode(TorchFunctionMode):
-    """Swaps the blockers for their exact equivalents while the exporter traces."""
+    """Swaps max pooling with indices and window-aligned unpooling for their exact
+    equivalents while the exporter traces.
+
+    Being active, it also keeps ``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer``
+    off their fused inference fast paths (native operators no exporter converts): PyTorch
+    takes those only when no torch-function override is active.
+    """
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -104,14 +92,6 @@ class _ExportRewriteMode(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def _adaptive_avg(input, output_size):
-    if not _adaptive_needs_rewrite(output_size) or input.dim() not in (3, 4):
-        return NotImplemented
-    if input.dim() == 3:
-        return adaptive_avg_pool2d_exact(input.unsqueeze(0), _pair(output_size)).squeeze(0)
-    return adaptive_avg_pool2d_exact(input, _pair(output_size))
-
-
 def _max_pool_with_indices(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=True):
     if input.dim() != 4 or not _pool_indices_rewritable(kernel_size, stride, padding, dilation):
         return NotImplemented
@@ -119,23 +99,69 @@ def _max_pool_with_indices(input, kernel_size, stride=None, padding=0, dilation=
 
 
 def _max_unpool(input, indices, kernel_size, stride=None, padding=0, output_size=None):
-    if input.dim() != 4:
-        return NotImplemented
     kernel = _pair(kernel_size)
-    stride = _pair(stride if stride not in (None, ()) else kernel_size)
-    return max_unpool2d_exact(input, indices, kernel, stride, _pair(padding), output_size)
+    stride = _pair(stride if stride else kernel_size)
+    if input.dim() == 4 and unpool_is_window_aligned(kernel, stride, _pair(padding)):
+        return max_unpool2d_exact(input, indices, kernel, output_size)
+    # Overlapping or padded windows: the ATen operator, which the operator-level rewrite
+    # scatters. (F.max_unpool2d's own size checks cannot run on traced sizes.)
+    if output_size is None:
+        output_size = [(input.shape[d] - 1) * stride[i] - 2 * _pair(padding)[i] + kernel[i] for i, d in ((0, -2), (1, -1))]
+    return torch._C._nn.max_unpool2d(input, indices, list(output_size)[-2:])
 
 
+def _max_unpool1d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+    """As PyTorch computes it (2-D unpooling of a W=1 plane), without its size checks, which
+    cannot run on traced sizes; the operator-level rewrite scatters it."""
+    kernel, pad = _pair(kernel_size)[0], _pair(padding)[0]
+    step = _pair(stride)[0] if stride else kernel
+    length = output_size[-1] if output_size is not None else (input.shape[-1] - 1) * step - 2 * pad + kernel
+    return torch._C._nn.max_unpool2d(input.unsqueeze(-1), indices.unsqueeze(-1), [length, 1]).squeeze(-1)
+
+
+# Every Python-level way to reach these two with the kernel size still known. Calls that only
+# reach the ATen operator (scripted code, torch.ops.aten) keep the exporter's conversion:
+# MaxPool with an Indices output (onnxruntime runs it; TensorRT's parser refuses it), and
+# for unpooling the operator-level scatter.
 _HANDLERS = {
-    F.adaptive_avg_pool2d: _adaptive_avg,
-    torch._C._nn.adaptive_avg_pool2d: _adaptive_avg,
     F.max_pool2d_with_indices: _max_pool_with_indices,
+    torch._C._nn.max_pool2d_with_indices: _max_pool_with_indices,
     F.max_unpool2d: _max_unpool,
+    F.max_unpool1d: _max_unpool1d,
 }
+
+# Operator-level rewrites: (ATen operator, factory of its symbolic function, opsets it applies to).
+_SYMBOLICS = (
+    ("aten::adaptive_avg_pool2d", make_adaptive_avg_pool2d, range(7, 100)),
+    ("aten::adaptive_avg_pool1d", make_adaptive_avg_pool1d, range(7, 100)),
+    ("aten::max_unpool2d", make_max_unpool2d, range(7, 100)),
+    ("aten::scaled_dot_product_attention", make_scaled_dot_product_attention, range(7, 14)),
+    ("aten::unflatten", make_unflatten, range(10, 13)),  # nn.MultiheadAttention's split of q/k/v
+    ("aten::_upsample_bicubic2d_aa", make_bicubic_aa, range(7, 100)),  # timm's position-embedding resize
+    ("aten::_upsample_bilinear2d_aa", make_bilinear_aa, range(7, 100)),
+)
+_FIXED_SIZE_ONLY = {"aten::_upsample_bicubic2d_aa", "aten::_upsample_bilinear2d_aa"}  # weights fixed by the sizes
 
 
 @contextlib.contextmanager
-def export_rewrites() -> Iterator[None]:
-    """Context manager: inside it, the three blockers trace as their exact rewrites."""
-    with _ExportRewriteMode():
-        yield
+def export_rewrites(opset: int = 11, *, dynamic_hw: bool = False) -> Iterator[list[tuple[str, str]]]:
+    """Context manager: inside it, export blockers trace and convert as their exact rewrites
+    (`dynamic_hw`: the export has dynamic height/width, so traced sizes are not fixed).
+
+    Yields the list to which the operator-level rewrites append, while the exporter
+    converts the traced graph, one (exporter scope name, what was rewritten into what) per
+    rewritten call; `segdeploy.export.diagnose.module_at_scope` names the module.
+    """
+    applied: list[tuple[str, str]] = []
+    registered = []
+    try:
+        for name, make, opsets in _SYMBOLICS:
+            if opset in opsets:
+                fixed = (applied, not dynamic_hw) if name in _FIXED_SIZE_ONLY else (applied,)
+                torch.onnx.register_custom_op_symbolic(name, make(*fixed), opset)
+                registered.append(name)
+        with _ExportRewriteMode():
+            yield applied
+    finally:
+        for name in registered:
+            torch.onnx.unregister_custom_op_symbolic(name, opset)

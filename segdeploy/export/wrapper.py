@@ -8,7 +8,7 @@ from torch import nn
 
 from segdeploy.errors import ExportError
 from segdeploy.export.scripted import ScriptedDict, ScriptedFirst, ScriptedTensor
-from segdeploy.models.outputs import LogitsModel, pick_logits
+from segdeploy.models.outputs import LogitsModel, logits_key, pick_logits
 
 
 def _script_adapter(model: torch.jit.ScriptModule, output, upsample: bool) -> nn.Module:
@@ -16,7 +16,7 @@ def _script_adapter(model: torch.jit.ScriptModule, output, upsample: bool) -> nn
     if torch.is_tensor(output):
         adapter = ScriptedTensor(model, upsample)
     elif isinstance(output, dict):
-        adapter = ScriptedDict(model, upsample, "out" if "out" in output else next(iter(output)))
+        adapter = ScriptedDict(model, upsample, logits_key(output))
     else:
         adapter = ScriptedFirst(model, upsample)
     try:
@@ -27,9 +27,16 @@ def _script_adapter(model: torch.jit.ScriptModule, output, upsample: bool) -> nn
 
 def wrap_for_export(model: nn.Module, sample: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:
     """Check the model's output on `sample`; return the one-output wrapper and its eager logits."""
-    with torch.no_grad():
-        output = model(sample)
-        logits = pick_logits(output)
+    try:
+        with torch.no_grad():
+            output = model(sample)
+    except Exception as exc:  # whatever the model raises at this input is about the input (or the model)
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise ExportError(
+            f"the model cannot run at input {'x'.join(map(str, sample.shape))} in PyTorch: {type(exc).__name__}: {first}",
+            "give an --input-shape (and --model-kwargs) the model accepts",
+        ) from None
+    logits = pick_logits(output)
     if logits.ndim != 4 or logits.shape[0] != sample.shape[0]:
         raise ExportError(
             f"the model's output has shape {list(logits.shape)}; segdeploy needs logits N×C×H×W "

@@ -1,8 +1,8 @@
 """Any segmentation model's output as one tensor: logits, N×C×H×W at the input's size.
 
 The one place that knows what a model's output may look like (torchvision's
-``{"out", "aux"}`` dict, a tuple, a tensor): the export wrapper, the PyTorch reference that
-bench rebuilds and the PyTorch runner all use it.
+``{"out", "aux"}`` dict, transformers' output objects with ``.logits``, a tuple, a tensor):
+the export wrapper, the PyTorch reference that bench rebuilds and the PyTorch runner all use it.
 """
 
 from __future__ import annotations
@@ -15,14 +15,20 @@ from torch import nn
 from segdeploy.errors import ExportError
 
 
+def logits_key(output: dict):
+    """The key of the logits in a model's dict output: "out" (torchvision, whose "aux" is an
+    auxiliary head), "logits" (transformers' output objects, dicts whose other entries are
+    losses and hidden states), else the first key."""
+    if not output:
+        raise ExportError("the model returned an empty dict; segdeploy needs N×C×H×W logits")
+    return next((key for key in ("out", "logits") if key in output), next(iter(output)))
+
+
 def pick_logits(output):
-    """torchvision's {"out", "aux"} dict → "out"; a tuple/list → its first item; a tensor or array → itself."""
+    """torchvision's {"out", "aux"} dict → "out"; transformers' outputs (dict-like) → "logits";
+    another dict → its first value; a tuple/list → its first item; a tensor or array → itself."""
     if isinstance(output, dict):
-        if "out" in output:
-            return output["out"]
-        if not output:
-            raise ExportError("the model returned an empty dict; segdeploy needs N×C×H×W logits")
-        return next(iter(output.values()))
+        return output[logits_key(output)]
     if isinstance(output, (tuple, list)):
         if not output:
             raise ExportError("the model returned an empty sequence; segdeploy needs N×C×H×W logits")

@@ -20,8 +20,9 @@ from torch import nn
 from segdeploy.errors import ExportError
 from segdeploy.export import ExportRequest, export_model
 from segdeploy.export.proof import ParityThresholds
-from segdeploy.export.rewrite_ops import adaptive_avg_pool2d_exact, max_pool2d_indices_exact, max_unpool2d_exact
+from segdeploy.export.rewrite_ops import max_pool2d_indices_exact, max_unpool2d_exact
 from segdeploy.export.rewrites import export_rewrites, rewrite_export_blockers
+from segdeploy.manifest import Manifest
 from segdeploy.models import get_spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,16 +96,6 @@ def user_models(tmp_path_factory) -> Path:
 # -- eager equivalence with PyTorch's operators ----------------------------------------------
 
 
-@pytest.mark.parametrize("size", [(100, 150), (13, 29), (7, 5), (6, 6)])
-@pytest.mark.parametrize("output", [(1, 2), (3, 6), (6, 3), (5, 7), (None, 4), (2, None), (7, 9)])
-def test_adaptive_avg_pool_matches_pytorch_bins(size, output):
-    x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(0))
-    expected = F.adaptive_avg_pool2d(x, output)
-    got = adaptive_avg_pool2d_exact(x, output)
-    assert got.shape == expected.shape
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
-
-
 @pytest.mark.parametrize("size", [(100, 150), (13, 29), (8, 6)])
 @pytest.mark.parametrize("kernel", [(2, 2), (3, 3), (2, 3)])
 @pytest.mark.parametrize("ceil_mode", [False, True])
@@ -118,28 +109,35 @@ def test_pool_indices_match_pytorch_including_ties(size, kernel, ceil_mode):
 
 
 @pytest.mark.parametrize("size", [(100, 150), (13, 29)])
-@pytest.mark.parametrize("kernel, stride, padding", [((2, 2), (2, 2), (0, 0)), ((3, 3), (2, 2), (1, 1)), ((3, 3), (3, 3), (0, 0))])
-def test_unpool_matches_pytorch(size, kernel, stride, padding):
+@pytest.mark.parametrize("kernel", [(2, 2), (3, 3), (2, 3)])
+def test_aligned_unpool_matches_pytorch(size, kernel):
     x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(2))
-    pooled, indices = F.max_pool2d(x, kernel, stride, padding, return_indices=True)
-    expected = F.max_unpool2d(pooled, indices, kernel, stride, padding, output_size=size)
-    got = max_unpool2d_exact(pooled, indices, kernel, stride, padding, size)
-    assert torch.equal(got, expected)
+    pooled, indices = F.max_pool2d(x, kernel, kernel, return_indices=True)
+    expected = F.max_unpool2d(pooled, indices, kernel, kernel, output_size=size)
+    assert torch.equal(max_unpool2d_exact(pooled, indices, kernel, size), expected)
 
 
-def test_mode_is_active_only_inside_the_context():
-    x = torch.randn(1, 2, 10, 15)
-    with export_rewrites():
-        inside = F.adaptive_avg_pool2d(x, 3)
-    torch.testing.assert_close(inside, F.adaptive_avg_pool2d(x, 3))
+def test_rewrites_are_active_only_inside_the_context():
+    x = torch.randn(1, 2, 12, 16)
+    with export_rewrites(11) as applied:
+        pooled, indices = F.max_pool2d(x, 2, 2, return_indices=True)
+    assert torch.equal(indices, F.max_pool2d(x, 2, 2, return_indices=True)[1])
+    assert applied == []  # the operator-level rewrites only act while the exporter converts
     assert torch.overrides._get_current_function_mode() is None
 
 
 def test_rewrites_listed_for_zoo_models():
-    psp = rewrite_export_blockers(get_spec("pspnet").build(num_classes=3, width=0.0625), dynamic_hw=True)
-    assert len(psp) == 3 and all("AdaptiveAvgPool2d" in r for r in psp)  # bins 2, 3, 6; the 1×1 bin needs none
-    seg = " ".join(rewrite_export_blockers(get_spec("segnet").build(num_classes=3, width=0.0625), dynamic_hw=False))
+    seg = " ".join(rewrite_export_blockers(get_spec("segnet").build(num_classes=3, width=0.0625)))
     assert "MaxUnpool2d" in seg and "MaxPool2d with indices" in seg
+
+
+def test_pspnet_rewrites_are_listed_with_their_modules(tmp_path):
+    result = export_model(ExportRequest(source="pspnet", out_dir=tmp_path / "d", input_shape=(1, 3, 100, 150),
+                                        num_classes=3, model_kwargs={"width": 0.0625}, thresholds=STRICT))
+    pools = [r for r in result.rewrites if "adaptive_avg_pool2d" in r]
+    assert len(pools) == 3, result.rewrites  # bins 2, 3, 6; the 1×1 bin stays a GlobalAveragePool
+    assert all(r.startswith("model.") and "→ averaging-matrix MatMuls" in r for r in pools)
+    assert Manifest.load(tmp_path / "d").model.rewrites == result.rewrites  # as written to manifest.json
 
 
 # -- export of user models: static and dynamic, parity at 1e-4 -------------------------------
