@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from segdeploy import Segmenter
-from segdeploy.preprocess import load_rgb
+from segdeploy.images import read_rgb as load_rgb
 
 
 def main() -> None:

@@ -17,6 +17,8 @@ from segdeploy.backends import BACKENDS
 from segdeploy.backends.tensorrt.builder import EngineOptions
 from segdeploy.errors import SegdeployError, UsageError
 from segdeploy.graph_spec import GraphSpec
+from segdeploy.faults import fault_point
+from segdeploy.locking import deploy_lock, journal
 from segdeploy.manifest import Manifest, tool_versions
 from segdeploy.precision.calibration import CalibrationSet, check_readable, default_calib_dir, select_images
 from segdeploy.precision.graphs import FP32, Int8Maker, QuantOptions, make_fp16
@@ -56,9 +58,19 @@ def build_artifacts(
     on_batch: Callable[[int, int], None] | None = None,
     warn: Callable[[str], None] = warnings.warn,
 ) -> BuildResult:
-    """Build `precisions` for `backend` into the deploy directory; returns what was recorded."""
+    """Build `precisions` for `backend` into the deploy directory; returns what was recorded.
+
+    Holds the directory's lock (a concurrent build waits, and then sees this one's artifacts) and
+    journals the work, so an interrupted build leaves only complete, recorded artifacts (`locking`)."""
     precisions = _check_request(precisions, backend, options)
-    manifest = Manifest.load(deploy_dir)
+    Manifest.load(deploy_dir)  # a missing or foreign directory is refused before anything is created in it
+    with deploy_lock(deploy_dir, "build"), journal(deploy_dir, "build"):
+        return _build_locked(deploy_dir, precisions, backend, options, step, on_batch, warn)
+
+
+def _build_locked(deploy_dir, precisions, backend, options, step, on_batch, warn) -> BuildResult:
+    manifest = Manifest.load(deploy_dir)  # read under the lock: includes what a build before this one recorded
+    fault_point("build:loaded")
     manifest.verify(FP32)
     flavour, profile = _tensorrt_setup(manifest, backend, options)  # fail before any long step
     calib = _calibration_set(options, warn, required="int8" in precisions)
@@ -69,6 +81,7 @@ def build_artifacts(
         for precision in precisions:
             graph = _precision_graph(manifest, precision, backend, options, calib, int8, step, warn)
             made.append(_describe(manifest, graph, new=graph != FP32))
+            fault_point("build:written")
             manifest.save()
             artifact = _backend_artifact(manifest, graph, precision, backend, options, flavour, profile, step, notes)
             if artifact:

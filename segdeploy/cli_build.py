@@ -104,7 +104,9 @@ def _names(text: str | None) -> list[str]:
 
 
 def _warn(message: str) -> None:
-    stderr.print(f"[yellow]warning:[/] {message}", highlight=False)
+    from rich.markup import escape
+
+    stderr.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
 
 
 class CalibrationProgress:
@@ -156,7 +158,7 @@ def comparison_lines(comparison: dict) -> list[str]:
 
 def build_summary(result) -> dict:
     """The build's result as a dict (for --json) with a human `text` rendering."""
-    lines = [f"[bold green]built[/] in {result.directory}"]
+    lines = [f"in {result.directory}"]
     for item in result.artifacts:
         size = f"{item.get('bytes', 0) / 1e6:.1f} MB"
         extra = []
@@ -182,6 +184,8 @@ def build_summary(result) -> dict:
             lines += ["    " + line for line in summary_lines(item["mixed_precision"])]
     lines += [f"  note: {note}" for note in result.notes]
     data = {"deploy_dir": str(result.directory), "artifacts": result.artifacts, "notes": result.notes}
-    data["text"] = "\n".join(lines)
+    from rich.markup import escape
+
+    data["text"] = "[bold green]built[/] " + escape("\n".join(lines))  # paths are text, never markup
     return data
 

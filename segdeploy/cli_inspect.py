@@ -31,7 +31,7 @@ def precision_command(
 
     with user_errors():
         report = inspect_precision(deploy_dir, artifact, data=data, images=images, plot_limit=limit, out=out, plot=plot)
-        emit(report.to_dict(), as_json, lambda: stdout.print(_table(report, limit), highlight=False))
+        emit(report.to_dict(), as_json, lambda: stdout.print(_table(report, limit), highlight=False, markup=False))
 
 
 def _table(report, limit: int) -> str:

@@ -16,6 +16,7 @@ def pipeline_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Export → build → bench over models × precisions × backends; one table and a Pareto plot."""
+    from rich.markup import escape
     from rich.table import Table
 
     from segdeploy.bench.reports import fmt_number
@@ -29,7 +30,7 @@ def pipeline_command(
                 "reused": result.reused, "gates_passed": result.gates_passed}
 
         def render() -> None:
-            table = Table(title=f"segdeploy pipeline → {result.out}")
+            table = Table(title=f"segdeploy pipeline → {escape(str(result.out))}")
             for column in ("model", "artifact", "backend", "precision", "p50 ms", "p99 ms", "img/s", "mIoU", "ΔmIoU", "agree %"):
                 table.add_column(column, justify="left" if column in ("model", "artifact", "backend", "precision") else "right")
             for row in result.rows:
@@ -41,8 +42,8 @@ def pipeline_command(
                               fmt_number(row["delta_miou"], 2, signed=True), fmt_number(row["pixel_agreement"], 2))
             stdout.print(table)
             if result.reused:
-                stdout.print("reused (inputs unchanged): " + "; ".join(result.reused), highlight=False)
-            stdout.print("summary: " + ", ".join(str(p) for p in result.files), highlight=False)
+                stdout.print("reused (inputs unchanged): " + "; ".join(result.reused), highlight=False, markup=False)
+            stdout.print("summary: " + ", ".join(str(p) for p in result.files), highlight=False, markup=False)
 
         emit(data, as_json, render)
         if not result.gates_passed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -47,12 +48,12 @@ def export_summary(result, timings: dict[str, float]) -> dict:
            else f", max abs err {c['max_abs_error']:.2e}, rel err {c['rel_error']:.2e}")
         for c in parity["checks"]
     )
-    lines = [f"[bold green]exported[/] {result.onnx_path} (opset {entry['opset']}, {entry['bytes'] / 1e6:.1f} MB)"]
+    lines = [f"{result.onnx_path} (opset {entry['opset']}, {entry['bytes'] / 1e6:.1f} MB)"]
     if result.rewrites:
         lines.append("rewrites: " + "; ".join(result.rewrites))
     lines.append(f"parity vs PyTorch: {checks}")
     lines.append("time: " + ", ".join(f"{name} {sec:.1f}s" for name, sec in timings.items()))
-    data["text"] = "\n".join(lines)
+    data["text"] = "[bold green]exported[/] " + escape("\n".join(lines))  # paths are text, never markup
     return data
 
 
@@ -61,7 +62,7 @@ def bench_rendering(result, console) -> None:
     from segdeploy.bench.reports import COLUMNS, table_rows
 
     report = result.report
-    table = Table(title=f"segdeploy bench: {report['model']['name']} on {report['data']['images']} images")
+    table = Table(title=f"segdeploy bench: {escape(str(report['model']['name']))} on {report['data']['images']} images")
     for column in COLUMNS:
         table.add_column(column, no_wrap=column in ("artifact",), justify="left" if column in COLUMNS[:3] else "right")
     for row in table_rows(report):
@@ -74,4 +75,4 @@ def bench_rendering(result, console) -> None:
         for gate in result.gates:
             gates.add_row(gate.gate, gate.target, gate.detail, "[green]pass[/]" if gate.passed else "[bold red]FAIL[/]")
         console.print(gates)
-    console.print(f"reports: {', '.join(str(p) for p in result.files)}", highlight=False)
+    console.print(f"reports: {', '.join(str(p) for p in result.files)}", highlight=False, markup=False)

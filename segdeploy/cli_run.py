@@ -37,4 +37,4 @@ def run_command(
         emit(summary, as_json, lambda: stdout.print(
             f"segmented {result.frames} frame(s) with {result.artifact} → {result.out_dir}\n"
             f"latency per frame (preprocess + inference + argmax + resize): median {lat['median']:.2f} ms, "
-            f"p90 {lat['p90']:.2f} ms, max {lat['max']:.2f} ms", highlight=False))
+            f"p90 {lat['p90']:.2f} ms, max {lat['max']:.2f} ms", highlight=False, markup=False))

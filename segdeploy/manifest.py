@@ -21,6 +21,7 @@ from typing import Any
 
 from segdeploy.atomic import atomic_write_text, sha256_file
 from segdeploy.errors import SegdeployError
+from segdeploy.locking import repair_if_abandoned
 
 SCHEMA = "segdeploy/manifest"
 SCHEMA_VERSION = 1
@@ -66,6 +67,7 @@ class Manifest:
         path = directory / FILENAME
         if not directory.is_dir():
             raise SegdeployError(f"deploy directory not found: {directory}", "create it with `segdeploy export`")
+        repair_if_abandoned(directory)  # a writer that died mid-way: finish or undo its work first
         if not path.is_file():
             raise SegdeployError(f"{directory} is not a deploy directory (no {FILENAME})", "create it with `segdeploy export`")
         try:
@@ -87,19 +89,24 @@ class Manifest:
         return (Path(directory) / FILENAME).is_file()
 
     def save(self) -> Path:
-        self.data["updated"] = now_iso()
         path = self.directory / FILENAME
-        atomic_write_text(path, json.dumps(self.data, indent=2, sort_keys=False) + "\n")
+        atomic_write_text(path, self.dumps())
         return path
+
+    def dumps(self) -> str:
+        """The manifest.json text (stamped `updated`), for `save` or a staged commit."""
+        self.data["updated"] = now_iso()
+        return json.dumps(self.data, indent=2, sort_keys=False) + "\n"
 
     # -- artifacts -------------------------------------------------------------------------
     @property
     def artifacts(self) -> dict[str, dict]:
         return self.data.setdefault("artifacts", {})
 
-    def add_artifact(self, name: str, filename: str, **fields: Any) -> dict:
-        """Record `filename` (relative to the deploy directory) under `name`, with its sha256."""
-        path = self.directory / filename
+    def add_artifact(self, name: str, filename: str, *, staged: Path | None = None, **fields: Any) -> dict:
+        """Record `filename` (relative to the deploy directory) under `name`, with its sha256
+        (of `staged`, the temp file that will become `filename`, when given)."""
+        path = staged or self.directory / filename
         entry = {"file": filename, "sha256": sha256_file(path), "bytes": path.stat().st_size, "created": now_iso()}
         entry.update(fields)
         self.artifacts[name] = entry
@@ -121,9 +128,31 @@ class Manifest:
         path = self.directory / entry["file"]
         if not path.is_file():
             raise SegdeployError(f"artifact {name!r} is missing: {path}", "rebuild it")
-        if sha256_file(path) != entry["sha256"]:
+        digest = sha256_file(path)
+        if digest != entry["sha256"]:
             raise SegdeployError(
                 f"artifact {name!r} ({path.name}) was modified after it was recorded (sha256 mismatch)",
                 "rebuild it with segdeploy",
             )
+        if path.suffix == ".onnx":
+            _check_graph_parses(path, digest)
         return path
+
+
+_parsed: set[tuple[str, str]] = set()  # (path, sha256) of graphs known to parse, checked once per process
+
+
+def _check_graph_parses(path: Path, digest: str) -> None:
+    """A hash can be re-recorded over a truncated or corrupt graph: refuse it in one line, not a protobuf traceback."""
+    if (str(path), digest) in _parsed:
+        return
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, OSError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SegdeployError(f"{path} is not a readable ONNX graph ({first[:200]})",
+                             "export it again (or rebuild it) with segdeploy") from None
+    _parsed.add((str(path), digest))

@@ -107,12 +107,12 @@ def test_config_with_best_calibration_method(tmp_path):
     "text, message",
     [
         ("models: []", "non-empty `models:` list"),
-        ("models: [{name: x}]", "needs at least `source:`"),
-        ("models: [{source: unet, colour: red}]", "unknown key(s) colour"),
-        ("models: [{source: unet}]\nprecison: [fp16]", "unknown pipeline config key(s): precison"),
+        ("models: [{name: x}]", "models[0]: missing source"),
+        ("models: [{source: unet, colour: red}]", "models[0]: unknown key(s) 'colour'"),
+        ("models: [{source: unet}]\nprecison: [fp16]", "unknown key(s) 'precison'"),
         ("models: [{source: unet}, {source: unet}]", "model names must be unique"),
         ("models: [unclosed", "is not valid YAML"),
-        ("models: [{source: unet}]\nint8_max_miou_drop: lots", "`int8_max_miou_drop` must be a number"),
+        ("models: [{source: unet}]\nint8_max_miou_drop: lots", "int8_max_miou_drop: expected a number >= 0, got the string 'lots'"),
         ("models: [{source: unet}]\neval_limit: 8", "only apply with --max-miou-drop"),
     ],
 )

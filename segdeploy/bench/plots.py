@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from segdeploy.atomic import atomic_path
-from segdeploy.errors import SegdeployError
+from segdeploy.errors import SegdeployError, printable
 from segdeploy.visualize import colourise
 
 
@@ -31,6 +31,11 @@ def write_plots(report: dict, directory: Path, examples: dict | None) -> list[Pa
     if examples is not None:
         written.append(_save(plt, overlays(plt, report, examples), directory / "examples.png"))
     return written
+
+
+def _literal(text: str) -> str:
+    """A user's name (file stem, class) as plain plot text: undecodable bytes escaped, `$` not mathtext."""
+    return printable(str(text)).replace("$", r"\$")
 
 
 def _save(plt, figure, path: Path) -> Path:
@@ -73,7 +78,7 @@ def per_class_iou(plt, report: dict):
     for index, (name, target) in enumerate(targets.items()):
         values = [np.nan if v is None else v for v in target["accuracy"]["per_class_iou"].values()]
         axis.bar(np.arange(len(classes)) + index * width, values, width, label=name)
-    axis.set_xticks(np.arange(len(classes)) + 0.4 - width / 2, classes, rotation=45, ha="right")
+    axis.set_xticks(np.arange(len(classes)) + 0.4 - width / 2, [_literal(c) for c in classes], rotation=45, ha="right")
     axis.set_ylabel("IoU (%)")
     axis.legend(fontsize=7)
     axis.set_title("per-class IoU")
@@ -97,7 +102,7 @@ def overlays(plt, report: dict, examples: dict):
             axis.imshow(panel, cmap="gray" if panel.ndim == 2 else None, vmin=0, vmax=255)
             axis.set_axis_off()
             axis.set_title(name if col == 3 else columns[col], fontsize=8)
-    figure.suptitle(f"example: {examples['stem']}", fontsize=9)
+    figure.suptitle(f"example: {_literal(examples['stem'])}", fontsize=9)
     return figure
 
 

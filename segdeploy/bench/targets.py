@@ -33,7 +33,7 @@ class Skipped:
 
 def select_targets(
     manifest: Manifest, names: list[str] | None, backends: list[str] | None, threads: int | None,
-    cuda_graph: bool = False,
+    cuda_graph: bool = False, unsafe_load: bool = False,
 ) -> tuple[Target, list[Target], list[Skipped]]:
     """The PyTorch reference, the artifacts to bench, and those that cannot run here (with why).
 
@@ -65,7 +65,7 @@ def select_targets(
         why = "; ".join(f"{s.name}: {s.reason}" for s in skipped if manifest.artifacts[s.name].get("kind") == "engine")
         raise UsageError("--cuda-graph applies to TensorRT engines, and no engine is benched here" + (f" ({why})" if why else ""),
                          "build one with `segdeploy build DEPLOY_DIR --backend tensorrt`, or drop --cuda-graph")
-    return reference_target(manifest, threads), targets, skipped
+    return reference_target(manifest, threads, unsafe_load), targets, skipped
 
 
 def _artifact_target(manifest: Manifest, name: str, entry: dict, threads: int | None, cuda_graph: bool) -> Target:
@@ -74,27 +74,37 @@ def _artifact_target(manifest: Manifest, name: str, entry: dict, threads: int | 
     return Target(name, entry.get("backend", "?"), entry.get("precision", "?"), factory, entry.get("target", ""), graph)
 
 
-def reference_target(manifest: Manifest, threads: int | None) -> Target:
+def reference_target(manifest: Manifest, threads: int | None, unsafe_load: bool = False) -> Target:
     """PyTorch eager, rebuilt from what the manifest recorded (source, kwargs, weights)."""
     from segdeploy.backends.torch import TorchRunner
 
     spec = GraphSpec.of(manifest).unfused()  # the reference is the plain model, even for a fused export
 
     def open_reference() -> TorchRunner:
-        return TorchRunner(reference_module(manifest), input_name=spec.input_name, output_name=spec.output_name,
+        return TorchRunner(reference_module(manifest, unsafe_load), input_name=spec.input_name, output_name=spec.output_name,
                            threads=threads)
 
     return Target(REFERENCE, "torch", "fp32", open_reference)
 
 
-def reference_module(manifest: Manifest):
-    """The exported model as PyTorch eager (one logits output), refusing weights that differ from the export's."""
+def reference_module(manifest: Manifest, unsafe_load: bool = False):
+    """The exported model as PyTorch eager (one logits output), refusing weights that differ from the export's.
+
+    A checkpoint exported with --unsafe-load (pickled objects) is unpickled again only with
+    `unsafe_load` (bench --unsafe-load): trusting a file once is not trusting it forever."""
     from segdeploy.export.wrapper import LogitsModel
     from segdeploy.models.loading import load_model, weights_fingerprint
 
     record = manifest.data["model"]
+    if record.get("unsafe_load") and not unsafe_load:
+        raise SegdeployError(
+            f"{manifest.directory} was exported with --unsafe-load: rebuilding its PyTorch reference unpickles "
+            f"{record.get('weights')} again",
+            "pass --unsafe-load to bench if you still trust that file",
+        )
     loaded = load_model(record["source"], model_kwargs=record.get("model_kwargs") or {},
-                        num_classes=record.get("num_classes_arg"), weights=record.get("weights"))
+                        num_classes=record.get("num_classes_arg"), weights=record.get("weights"),
+                        weights_key=record.get("weights_key"), unsafe_load=unsafe_load)
     recorded = record.get("weights_fingerprint")
     if recorded and weights_fingerprint(loaded.module) != recorded:
         raise SegdeployError(

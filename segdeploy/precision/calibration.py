@@ -7,6 +7,7 @@ quantization. Dataset logic stays here, range computation stays in onnxruntime.
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,8 @@ import numpy as np
 from segdeploy.data import find_images
 from segdeploy.errors import SegdeployError, UsageError
 from segdeploy.graph_spec import GraphSpec
-from segdeploy.preprocess import Preprocess, load_rgb
+from segdeploy.images import read_rgb
+from segdeploy.preprocess import Preprocess
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 
@@ -45,7 +47,7 @@ class CalibrationSet:
         """sha256 over the chosen files' names and contents (a changed image → new cache)."""
         digest = hashlib.sha256()
         for path in self.images:
-            digest.update(path.name.encode())
+            digest.update(os.fsencode(path.name))  # bytes: a name that is not UTF-8 must not crash
             digest.update(hashlib.sha256(path.read_bytes()).digest())
         return digest.hexdigest()
 
@@ -125,9 +127,9 @@ class ImageBatchReader:
         """Batch `index` as {input name: N×3×H×W float32}, or N×H×W×3 uint8 for a fused-preprocess graph."""
         paths = self.images[index * self.batch : (index + 1) * self.batch]
         if self.spec is not None:
-            canvases = np.stack([self.preprocess.resize_image(load_rgb(path), self.input_hw)[0] for path in paths])
+            canvases = np.stack([self.preprocess.resize_image(read_rgb(path), self.input_hw)[0] for path in paths])
             return {self.input_name: self.spec.graph_input(canvases, self.preprocess)}
-        arrays = [self.preprocess(load_rgb(path), self.input_hw)[0] for path in paths]
+        arrays = [self.preprocess(read_rgb(path), self.input_hw)[0] for path in paths]
         return {self.input_name: np.stack(arrays).astype(np.float32, copy=False)}
 
     def rewind(self) -> None:
@@ -163,7 +165,7 @@ def as_reader(data):
 def check_readable(images: tuple[Path, ...]) -> None:
     """Open every calibration image once, so a bad file fails before minutes of calibration."""
     for path in images:
-        load_rgb(path)
+        read_rgb(path)
 
 
 def reader_for(manifest, calib: CalibrationSet, on_batch=None) -> ImageBatchReader:
