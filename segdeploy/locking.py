@@ -43,6 +43,7 @@ JOURNAL_FILE = ".segdeploy.journal"
 MANIFEST_FILE = "manifest.json"
 TIMEOUT_ENV = "SEGDEPLOY_LOCK_TIMEOUT"
 DEFAULT_TIMEOUT_S = 3600.0
+NOTICE_AFTER_S = 1.0
 ARTIFACT_SUFFIXES = (".onnx", ".engine")  # what a repair may remove when no manifest entry describes it
 
 _held: dict[tuple[str, int], list] = {}  # (real path, thread) -> [fd, depth]
@@ -118,19 +119,20 @@ def _timeout(timeout: float | None) -> float:
 def _acquire(directory: Path, command: str, timeout: float) -> int:
     fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        deadline, waiting = time.monotonic() + timeout, False
+        start, waiting = time.monotonic(), False
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 owner = _owner(fd)
-                if time.monotonic() >= deadline:
+                waited = time.monotonic() - start
+                if waited >= timeout:
                     raise SegdeployError(
                         f"{directory} is in use by {owner} (waited {timeout:g} s)",
                         f"let it finish, or wait longer with {TIMEOUT_ENV}=SECONDS",
                     ) from None
-                if not waiting:
+                if not waiting and waited >= NOTICE_AFTER_S:  # a lock released at once needs no notice
                     notify(f"waiting for {owner} to finish with {directory} …")
                     waiting = True
                 time.sleep(0.2)

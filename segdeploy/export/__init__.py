@@ -26,7 +26,7 @@ from segdeploy.export.rewrites import rewrite_export_blockers
 from segdeploy.export.simplify import graph_io, infer_shapes, simplify
 from segdeploy.export.wrapper import wrap_for_export
 from segdeploy.faults import fault_point
-from segdeploy.locking import commit, deploy_lock, is_bookkeeping, journal
+from segdeploy.locking import commit, deploy_lock, is_bookkeeping, journal, repair_if_abandoned
 from segdeploy.manifest import Manifest, tool_versions
 from segdeploy.models.loading import LoadedModel, load_model, weights_fingerprint
 from segdeploy.preprocess import Preprocess
@@ -103,6 +103,8 @@ def export_model(request: ExportRequest, step: Callable[[str], None] = lambda _:
     )
     shape = _input_shape(request, loaded)
     out_dir = Path(request.out_dir or Path("deploy") / loaded.name)
+    if out_dir.is_dir():
+        repair_if_abandoned(out_dir)  # an export that died mid-way is finished or undone before we judge the folder
     _check_out_dir(out_dir, request.force)  # fail fast, before minutes of work
     # Locked for the whole export; the new graph and manifest replace the old pair together (a journal
     # commit), so an interruption at any point leaves the old export or the new one, never a mix.
