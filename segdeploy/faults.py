@@ -3,7 +3,7 @@
 ``SEGDEPLOY_FAULT="point:action[,point:action…]"`` makes the process act when it reaches
 `fault_point(point)`. Actions: ``kill`` (SIGKILL itself: a crash or power cut, no cleanup runs),
 ``interrupt`` (raise KeyboardInterrupt: Ctrl-C), ``enospc`` (raise OSError ENOSPC: disk full),
-``sleep=SECONDS`` (hold still, e.g. while holding a lock). Unset — always, outside tests — it
+``sleep=SECONDS`` (hold still, e.g. while holding a lock), ``pause=FILE`` (write FILE.reached, hold until FILE exists). Unset — always, outside tests — it
 does nothing.
 
 Points: ``export:staged`` (new graph and manifest written under temp names, nothing replaced),
@@ -43,5 +43,12 @@ def _act(action: str, name: str) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     elif action.startswith("sleep="):
         time.sleep(float(action.partition("=")[2]))
+    elif action.startswith("pause="):  # say so in FILE.reached, hold until the test creates FILE (at most 10 minutes)
+        go = action.partition("=")[2]
+        with open(f"{go}.reached", "w") as handle:
+            handle.write(f"{os.getpid()}\n")
+        deadline = time.monotonic() + 600
+        while not os.path.exists(go) and time.monotonic() < deadline:
+            time.sleep(0.05)
     else:
         raise ValueError(f"{ENV}: unknown action {action!r} at {name}")
