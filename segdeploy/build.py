@@ -153,8 +153,11 @@ def _calibration_set(options: BuildOptions, warn, required: bool) -> Calibration
             return select_images(default_calib_dir(), min(options.calib_size, 4), warn=lambda _: None)
         except SegdeployError:
             return None
-    calib = select_images(options.calib, options.calib_size, warn=warn)
-    check_readable(calib.images)
+    notes: list[str] = []
+    calib = select_images(options.calib, options.calib_size, warn=notes.append)
+    check_readable(calib.images)  # an unreadable image is the one line to show, not after a warning
+    for note in notes:
+        warn(note)
     return calib
 
 

@@ -154,5 +154,5 @@ def _check_graph_parses(path: Path, digest: str) -> None:
     except (DecodeError, ValueError, OSError, RuntimeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise SegdeployError(f"{path} is not a readable ONNX graph ({first[:200]})",
-                             "export it again (or rebuild it) with segdeploy") from None
+                             "export it again, or rebuild it, with segdeploy") from None
     _parsed.add((str(path), digest))

@@ -31,13 +31,13 @@ class GateOptions:
         if self.latency_stat not in LATENCY_STATS:
             raise UsageError(f"--latency-stat must be one of {', '.join(LATENCY_STATS)}, got {self.latency_stat!r}")
         limits = {"--max-miou-drop": (self.max_miou_drop, 0, None), "--min-agreement": (self.min_agreement, 0, 100),
-                  "--max-latency-ms": (self.max_latency_ms, 0, None), "--max-slowdown": (self.max_slowdown, 0, None),
+                  "--max-latency-ms": (self.max_latency_ms, None, None), "--max-slowdown": (self.max_slowdown, None, None),
                   "--baseline-miou-tolerance": (self.baseline_miou_tolerance, 0, None)}
-        for option, (value, low, high) in limits.items():
+        for option, (value, low, high) in limits.items():  # low None: must be > 0
             if value is None:
                 continue
-            if not math.isfinite(value) or value < low or (high is not None and value > high):
-                span = f"{low}-{high}" if high is not None else f">= {low}"
+            if not math.isfinite(value) or value < (low or 0) or (low is None and value <= 0) or (high is not None and value > high):
+                span = f"{low}-{high}" if high is not None else (f">= {low}" if low is not None else "> 0")
                 unit = " (a percentage of pixels: 99.5 means 99.5 %)" if option == "--min-agreement" else ""
                 raise UsageError(f"{option} must be a number {span}{unit}, got {value}")
 

@@ -74,7 +74,7 @@ def parse_input_shape(text: str) -> tuple[int, int, int, int]:
     shape = tuple(int(p) for p in parts)
     if math.prod(shape) > MAX_INPUT_ELEMENTS:  # the traced sample alone; the model's activations are far larger
         raise UsageError(f"--input-shape {text} is {math.prod(shape) * 4 / 2**30:.0f} GiB as float32: too large to export",
-                         "export at the resolution you deploy (--dynamic height,width for several)")
+                         "export at the resolution you deploy; --dynamic height,width for several")
     return shape  # type: ignore[return-value]
 
 

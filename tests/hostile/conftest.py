@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from hostile_helpers import CALIB
+import textwrap
+
+from hostile_helpers import CALIB, NET, invoke
 
 
 def demo_request(out: Path, **changes):
@@ -40,3 +42,14 @@ def deploy(demo_export, tmp_path) -> Path:
     target = tmp_path / "deploy"
     shutil.copytree(demo_export, target)
     return target
+
+
+@pytest.fixture
+def tiny(tmp_path) -> tuple[Path, Path]:
+    """A two-layer net exported (seed 0) and built at FP16: (deploy directory, the model file)."""
+    net = tmp_path / "net.py"
+    net.write_text(textwrap.dedent(NET))
+    deploy = tmp_path / "tiny"
+    assert invoke("export", f"{net}:build", "--input-shape", "1x3x32x48", "-o", deploy)[0] == 0
+    assert invoke("build", deploy, "-p", "fp16", "--calib-size", "4")[0] == 0
+    return deploy, net

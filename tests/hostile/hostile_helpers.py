@@ -16,6 +16,15 @@ from typer.testing import CliRunner
 
 REPO = Path(__file__).resolve().parents[2]
 CALIB = REPO / "calib"
+# A two-layer net (factory `build`, seeded): exports in a second.
+NET = '''
+import torch
+import torch.nn as nn
+
+def build(num_classes=3, seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, num_classes, 1))
+'''
 LOCK = ".segdeploy.lock"  # segdeploy's own bookkeeping (holds the last locker's pid): not a user's file
 
 

@@ -15,29 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from hostile_helpers import REPO, fails, invoke, one_line_failure, run_cli, snapshot
+from hostile_helpers import NET, REPO, fails, invoke, one_line_failure, run_cli, snapshot
 from segdeploy.manifest import Manifest
-
-NET = '''
-import torch
-import torch.nn as nn
-
-def build(num_classes=3, seed=0):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, num_classes, 1))
-'''
-
-
-@pytest.fixture
-def tiny(tmp_path) -> tuple[Path, Path]:
-    """A two-layer net exported (seed 0) and built at FP16: (deploy directory, the model file)."""
-    net = tmp_path / "net.py"
-    net.write_text(textwrap.dedent(NET))
-    deploy = tmp_path / "tiny"
-    assert invoke("export", f"{net}:build", "--input-shape", "1x3x32x48", "-o", deploy)[0] == 0
-    assert invoke("build", deploy, "-p", "fp16", "--calib-size", "4")[0] == 0
-    return deploy, net
-
 
 @pytest.fixture
 def images(tmp_path) -> Path:
