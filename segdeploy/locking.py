@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import shutil
@@ -37,6 +36,11 @@ from typing import Callable, Iterable, Iterator
 from segdeploy.atomic import TEMP_SUFFIX, atomic_write_text, sha256_file
 from segdeploy.errors import SegdeployError
 from segdeploy.faults import fault_point
+
+try:
+    import fcntl
+except ImportError:  # not POSIX (Windows): no locking, the journal still protects each write
+    fcntl = None
 
 LOCK_FILE = ".segdeploy.lock"
 JOURNAL_FILE = ".segdeploy.journal"
@@ -71,6 +75,9 @@ def deploy_lock(directory: str | os.PathLike, command: str, *, timeout: float | 
         raise SegdeployError(f"deploy directory not found: {directory}" if not directory.exists()
                              else f"{directory} is not a directory", "create it with `segdeploy export`")
     key = (os.path.realpath(directory), threading.get_ident())
+    if fcntl is None:
+        yield
+        return
     with _guard:
         held = _held.get(key)
         if held is not None:
@@ -155,7 +162,7 @@ def _owner(fd: int) -> str:
 def repair_if_abandoned(directory: str | os.PathLike) -> None:
     """For readers: if a writer died mid-way (its journal is left and nobody holds the lock), repair now."""
     directory = Path(directory)
-    if not (directory / JOURNAL_FILE).exists() or holds_lock(directory):
+    if fcntl is None or not (directory / JOURNAL_FILE).exists() or holds_lock(directory):
         return
     try:
         fd = os.open(directory / LOCK_FILE, os.O_RDWR)

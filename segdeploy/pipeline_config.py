@@ -1,8 +1,6 @@
-"""Pipeline configs: safe loading and a typed schema, checked completely before any work starts.
+"""Pipeline configs: a typed schema, checked completely before any work starts.
 
-Loading (YAML or JSON): at most 1 MiB, UTF-8, one document, PyYAML's safe loader (no Python
-tags), at most 100 aliases and 100 000 values once aliases are expanded (a "billion laughs"
-alias bomb is refused in milliseconds, before anything is hashed), no repeated keys.
+Loading is `segdeploy.config_files.read_document` (safe YAML/JSON within size and alias limits).
 
 Schema: every key is known and every value has its type, checked with the key path in the
 message (``models[0].fuse_argmax: expected true or false, got the string 'false'``). Lists of
@@ -14,18 +12,15 @@ deploy directory stays directly under ``out``. Referenced files and folders must
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
+from segdeploy.config_files import read_document
 from segdeploy.errors import SegdeployError, UsageError
 
-MAX_CONFIG_BYTES = 1 << 20
-MAX_ALIASES = 100
-MAX_VALUES = 100_000
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 PRECISIONS = ("fp32", "fp16", "int8")
 CALIB_METHODS = ("minmax", "entropy", "percentile", "best")
@@ -69,96 +64,7 @@ class PipelineConfig:
 
 def load_config(path: Path, out: Path | None = None) -> PipelineConfig:
     """Read, check and resolve a pipeline config file (relative paths: relative to the file)."""
-    return parse_config(read_document(path), path.parent, out, source=str(path))
-
-
-def read_document(path: Path):
-    """The file's YAML/JSON document, within the size, alias and value limits above."""
-    if not path.is_file():
-        raise SegdeployError(f"pipeline config not found: {path}" if not path.exists() else f"pipeline config {path} is not a file")
-    with open(path, "rb") as handle:
-        data = handle.read(MAX_CONFIG_BYTES + 1)
-    if len(data) > MAX_CONFIG_BYTES:
-        raise UsageError(f"pipeline config {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB", "a config lists models and settings only")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"pipeline config {path} is not UTF-8 text (byte {exc.start})") from None
-    kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
-    try:
-        document = json.loads(text, object_pairs_hook=_unique_pairs) if kind == "JSON" else _load_yaml(text)
-    except RecursionError:
-        raise UsageError(f"pipeline config {path} is nested too deeply") from None
-    except (ValueError, _YamlError()) as exc:
-        raise UsageError(f"pipeline config {path} is not valid {kind}: {_describe_parse_error(exc)}") from None
-    if _count_values(document, MAX_VALUES) > MAX_VALUES:
-        raise UsageError(f"pipeline config {path} expands to more than {MAX_VALUES} values (aliases?)")
-    return document
-
-
-def _YamlError():
-    import yaml
-
-    return yaml.YAMLError
-
-
-def _load_yaml(text: str):
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        """Safe loading that counts aliases (refusing a bomb while composing) and refuses repeated keys."""
-
-        aliases = 0
-
-        def compose_node(self, parent, index):
-            if self.check_event(yaml.AliasEvent):
-                Loader.aliases += 1
-                if Loader.aliases > MAX_ALIASES:
-                    event = self.peek_event()
-                    raise yaml.composer.ComposerError(None, None, f"more than {MAX_ALIASES} aliases", event.start_mark)
-            return super().compose_node(parent, index)
-
-        def construct_mapping(self, node, deep=False):
-            seen = set()
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
-                    continue
-                if key_node.value in seen:
-                    raise yaml.constructor.ConstructorError(None, None, f"key {key_node.value!r} is repeated",
-                                                            key_node.start_mark)
-                seen.add(key_node.value)
-            return super().construct_mapping(node, deep)
-
-    return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
-
-
-def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict:
-    keys = [k for k, _ in pairs]
-    repeated = sorted({k for k in keys if keys.count(k) > 1})
-    if repeated:
-        raise ValueError(f"key {repeated[0]!r} is repeated")
-    return dict(pairs)
-
-
-def _describe_parse_error(exc: Exception) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    if mark is not None:
-        return f"{getattr(exc, 'problem', None) or exc} (line {mark.line + 1}, column {mark.column + 1})"
-    return " ".join(str(exc).split())
-
-
-def _count_values(node, limit: int) -> int:
-    """Values in the document with aliases expanded, counting stops past `limit` (cheap on a bomb)."""
-    count, stack = 0, [node]
-    while stack and count <= limit:
-        item = stack.pop()
-        count += 1
-        if isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return count
+    return parse_config(read_document(path, "pipeline config"), path.parent, out, source=str(path))
 
 
 # -- the schema -----------------------------------------------------------------------------

@@ -88,7 +88,7 @@ def test_model_names_cannot_leave_out(tmp_path, name):
 
 
 def test_alias_bomb_is_refused_in_well_under_a_second(tmp_path):
-    from segdeploy.pipeline_config import read_document
+    from segdeploy.config_files import read_document
 
     levels = ["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
     for index, name in enumerate("bcdefghi"):
