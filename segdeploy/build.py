@@ -16,8 +16,8 @@ from typing import Callable
 from segdeploy.backends import BACKENDS
 from segdeploy.backends.tensorrt.builder import EngineOptions
 from segdeploy.errors import SegdeployError, UsageError
-from segdeploy.graph_spec import GraphSpec
 from segdeploy.faults import fault_point
+from segdeploy.graph_spec import GraphSpec
 from segdeploy.locking import deploy_lock, journal
 from segdeploy.manifest import Manifest, tool_versions
 from segdeploy.precision.calibration import CalibrationSet, check_readable, default_calib_dir, select_images

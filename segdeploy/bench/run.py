@@ -13,13 +13,13 @@ from typing import Callable
 
 import numpy as np
 
+from segdeploy.atomic import check_writable_dir
 from segdeploy.bench.accuracy import measure_accuracy
 from segdeploy.bench.environment import environment
 from segdeploy.bench.gates import GateOptions, GateResult, check_gates, load_baseline
 from segdeploy.bench.latency import summarize, time_interleaved
 from segdeploy.bench.targets import REFERENCE, Target, select_targets
 from segdeploy.classes import ClassInfo
-from segdeploy.atomic import check_writable_dir
 from segdeploy.errors import SegdeployError, UsageError, printable
 from segdeploy.evaluate import class_maps, takes_canvases
 from segdeploy.graph_spec import GraphSpec
