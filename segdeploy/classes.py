@@ -61,12 +61,25 @@ def load_classes(path: str | Path) -> ClassInfo:
     if isinstance(data, list):
         data = {"classes": data}
     names = data.get("classes") if isinstance(data, dict) else None
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n.strip() for n in names):
         raise SegdeployError(f"{path} must hold a non-empty list of class names (a list, or under \"classes\")")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise SegdeployError(f"{path}: class names must be unique; repeated: {', '.join(repeated)}")
     palette = data.get("palette") or default_palette(len(names))
-    if len(palette) < len(names) or not all(len(c) == 3 for c in palette[: len(names)]):
-        raise SegdeployError(f"{path}: palette must give one [r, g, b] per class ({len(names)} classes)")
     ignore = data.get("ignore_index")
-    if ignore is not None and not isinstance(ignore, int):
-        raise SegdeployError(f"{path}: ignore_index must be an integer")
-    return ClassInfo(tuple(names), tuple(tuple(int(v) for v in c) for c in palette[: len(names)]), ignore)
+    if ignore is not None and (not isinstance(ignore, int) or isinstance(ignore, bool)):
+        raise SegdeployError(f"{path}: ignore_index must be an integer, got {ignore!r}")
+    return ClassInfo(tuple(names), _palette(palette, len(names), path), ignore)
+
+
+def _palette(palette, count: int, path: Path) -> tuple[tuple[int, int, int], ...]:
+    """One [r, g, b] per class, each an integer 0-255 (checked here, not when `run` draws with it)."""
+    if not isinstance(palette, (list, tuple)) or len(palette) < count:
+        raise SegdeployError(f"{path}: palette must be a list with one [r, g, b] per class ({count} classes)")
+    for index, colour in enumerate(palette[:count]):
+        valid = isinstance(colour, (list, tuple)) and len(colour) == 3 and all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in colour)
+        if not valid:
+            raise SegdeployError(f"{path}: palette entry {index} is {colour!r}; each colour is [r, g, b] with integers 0-255")
+    return tuple(tuple(int(v) for v in c) for c in palette[:count])

@@ -7,6 +7,7 @@ result objects the library returns; `--json` prints those dicts themselves.
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.table import Table
 
 BENCH_COLUMNS = ("artifact", "backend", "precision", "p50 ms", "p90 ms", "p99 ms", "img/s", "e2e p50 ms",
@@ -44,12 +45,12 @@ def export_text(data: dict, megabytes: float) -> str:
            else f", max abs err {c['max_abs_error']:.2e}, rel err {c['rel_error']:.2e}")
         for c in data["parity"]["checks"]
     )
-    lines = [f"[bold green]exported[/] {data['onnx']} (opset {data['opset']}, {megabytes:.1f} MB)"]
+    lines = [f"{data['onnx']} (opset {data['opset']}, {megabytes:.1f} MB)"]
     if data["rewrites"]:
         lines.append("rewrites: " + "; ".join(data["rewrites"]))
     lines.append(f"parity vs PyTorch: {checks}")
     lines.append("time: " + ", ".join(f"{name} {sec:.1f}s" for name, sec in data["timings_s"].items()))
-    return "\n".join(lines)
+    return "[bold green]exported[/] " + escape("\n".join(lines))  # paths are text, never markup
 
 
 # -- build -----------------------------------------------------------------------------------------
@@ -86,7 +87,7 @@ def mixed_precision_lines(record: dict) -> list[str]:
 
 def build_text(data: dict) -> str:
     """The build's result (`BuildResult` as a dict) in lines: one per artifact, then its evidence."""
-    lines = [f"[bold green]built[/] in {data['deploy_dir']}"]
+    lines = [f"in {data['deploy_dir']}"]
     for item in data["artifacts"]:
         lines.append(_artifact_line(item))
         comparison = (item.get("calibration") or {}).get("comparison") if item["new"] else None
@@ -95,7 +96,7 @@ def build_text(data: dict) -> str:
         if item.get("mixed_precision"):
             lines += ["    " + line for line in mixed_precision_lines(item["mixed_precision"])]
     lines += [f"  note: {note}" for note in data["notes"]]
-    return "\n".join(lines)
+    return "[bold green]built[/] " + escape("\n".join(lines))  # paths are text, never markup
 
 
 def _artifact_line(item: dict) -> str:
@@ -140,11 +141,11 @@ def bench_rows(report: dict) -> list[list[str]]:
 
 def bench_tables(report: dict, gates: list) -> list[Table]:
     """The bench table, and the gate table if any gate ran."""
-    table = Table(title=f"segdeploy bench: {report['model']['name']} on {report['data']['images']} images")
+    table = Table(title=f"segdeploy bench: {escape(str(report['model']['name']))} on {report['data']['images']} images")
     for column in BENCH_COLUMNS:
         table.add_column(column, no_wrap=column in ("artifact",), justify="left" if column in BENCH_COLUMNS[:3] else "right")
     for row in bench_rows(report):
-        table.add_row(*row)
+        table.add_row(*map(escape, row))  # cells are text (a skip reason may hold a path), never markup
     if not gates:
         return [table]
     verdicts = Table(title="gates")
@@ -158,12 +159,12 @@ def bench_tables(report: dict, gates: list) -> list[Table]:
 # -- pipeline / run / inspect ----------------------------------------------------------------------
 
 def pipeline_table(out, rows: list[dict]) -> Table:
-    table = Table(title=f"segdeploy pipeline → {out}")
+    table = Table(title=f"segdeploy pipeline → {escape(str(out))}")
     for column in PIPELINE_COLUMNS:
         table.add_column(column, justify="left" if column in PIPELINE_COLUMNS[:4] else "right")
     for row in rows:
         if "skipped" in row:
-            table.add_row(row["model"], row["artifact"], "–", "–", f"skipped: {row['skipped']}", *["–"] * 5)
+            table.add_row(row["model"], row["artifact"], "–", "–", f"skipped: {escape(row['skipped'])}", *["–"] * 5)
             continue
         table.add_row(row["model"], row["artifact"], row["backend"], row["precision"],
                       *(fmt_number(row[k], d) for k, d in (("p50_ms", 2), ("p99_ms", 2), ("throughput", 1), ("miou", 2))),

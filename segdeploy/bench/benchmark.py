@@ -13,18 +13,20 @@ from typing import Callable
 
 import numpy as np
 
+from segdeploy.atomic import check_writable_dir
 from segdeploy.bench.accuracy import measure_accuracy
 from segdeploy.bench.environment import environment
 from segdeploy.bench.gates import GateOptions, GateResult, check_gates, load_baseline
 from segdeploy.timing import summarize, time_interleaved
 from segdeploy.bench.targets import REFERENCE, Target, select_targets
 from segdeploy.classes import ClassInfo
-from segdeploy.errors import SegdeployError, UsageError
+from segdeploy.errors import SegdeployError, UsageError, printable
 from segdeploy.evaluation.batches import BatchReader
 from segdeploy.evaluation.engine import graph_predictor
 from segdeploy.evaluation.outputs import class_map_batch, class_maps
 from segdeploy.graph_spec import GraphSpec
 from segdeploy.manifest import Manifest, now_iso
+from segdeploy.manifest.locking import deploy_lock
 from segdeploy.preprocess import Preprocess
 
 SCHEMA = "segdeploy/bench"
@@ -52,6 +54,7 @@ class BenchOptions:
     plots: bool = True
     gates: GateOptions = field(default_factory=GateOptions)
     baseline_path: Path | None = None
+    unsafe_load: bool = False  # rebuild the reference from a checkpoint exported with --unsafe-load
 
 
 @dataclass
@@ -67,9 +70,19 @@ class BenchResult:
 
 def run_bench(deploy_dir, options: BenchOptions, step: Callable[[str], None] = lambda _: None,
               on_batch: Callable[[int], None] | None = None) -> BenchResult:
+    """Measure, then write the reports. The report folder is checked writable before any work, and
+    if writing still fails the results go to a fallback file (named in the error). The deploy
+    directory is locked meanwhile, so no build replaces an artifact mid-measurement."""
+    report_dir = Path(options.report_dir or Path(deploy_dir) / "bench")
+    Manifest.load(deploy_dir)  # a missing or foreign directory is refused before anything else
+    with deploy_lock(deploy_dir, "bench", optional=True):
+        return _run_bench(deploy_dir, options, report_dir, step, on_batch)
+
+
+def _run_bench(deploy_dir, options: BenchOptions, report_dir: Path, step, on_batch) -> BenchResult:
     manifest = Manifest.load(deploy_dir)
     reference, targets, skipped = select_targets(manifest, options.artifacts, options.backends, options.threads,
-                                                 options.cuda_graph)
+                                                 options.cuda_graph, options.unsafe_load)
     identity = model_identity(manifest)
     if options.baseline_path is not None:
         options.gates.baseline = load_baseline(options.baseline_path, SCHEMA, identity)
@@ -82,6 +95,7 @@ def run_bench(deploy_dir, options: BenchOptions, step: Callable[[str], None] = l
     specs = {t.name: graph.unfused() if t.name == REFERENCE else graph for t in [reference, *targets]}
     eval_batch = _batch_size(graph, options.eval_batch, "evaluation")
     _batch_size(graph, options.batch, "--batch")
+    check_writable_dir(report_dir)  # a report that cannot be written fails now, not after minutes of measuring
     everything = [reference, *targets]
     with contextlib.ExitStack() as stack:
         runners = {t.name: stack.enter_context(_opened(t, step)) for t in everything}
@@ -96,10 +110,13 @@ def run_bench(deploy_dir, options: BenchOptions, step: Callable[[str], None] = l
     report = _report(manifest, identity, everything, skipped, accuracy, latency, options)
     gates = check_gates(report, options.gates, REFERENCE)
     report["gates"] = {"passed": all(g.passed for g in gates), "results": [g.to_dict() for g in gates]}
-    from segdeploy.bench.reports import write_reports
+    from segdeploy.bench.reports import save_elsewhere, write_reports
 
     step("writing reports")
-    files = write_reports(report, options.report_dir or manifest.directory / "bench", examples, plots=options.plots)
+    try:
+        files = write_reports(report, report_dir, examples, plots=options.plots)
+    except OSError as exc:  # the work is done: never lose it
+        raise save_elsewhere(report, report_dir, exc) from None
     return BenchResult(report, gates, files)
 
 
@@ -202,7 +219,7 @@ def _examples(predictors, dataset, preprocess: Preprocess, input_hw, manifest: M
     batch = BatchReader(dataset, preprocess, input_hw, 1, limit=1)[0]
     n = manifest.model.num_classes
     maps = {name: class_maps(predict(batch), batch.geometries, input_hw, n)[0] for name, predict in predictors.items()}
-    return {"stem": sample.stem, "image": sample.image, "label": sample.label, "maps": maps,
+    return {"stem": printable(sample.stem), "image": sample.image, "label": sample.label, "maps": maps,
             "palette": manifest.classes.palette}
 
 
@@ -237,9 +254,9 @@ def _report(manifest, identity, everything, skipped, accuracy, latency, options)
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
         "created": now_iso(),
-        "deploy_dir": str(manifest.directory),
+        "deploy_dir": printable(str(manifest.directory)),
         "model": identity,
-        "data": {"path": str(options.data or "calib/"), "images": accuracy["images"], "labelled": accuracy["labelled"]},
+        "data": {"path": printable(str(options.data or "calib/")), "images": accuracy["images"], "labelled": accuracy["labelled"]},
         "settings": {"batch": options.batch, "threads": options.threads, "rounds": options.rounds, "warmup": options.warmup,
                      "cuda_graph": options.cuda_graph,
                      "warmup_seconds": options.warmup_seconds, "iterations": options.iterations,

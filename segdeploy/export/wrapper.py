@@ -27,8 +27,14 @@ def _script_adapter(model: torch.jit.ScriptModule, output, upsample: bool) -> nn
 
 def wrap_for_export(model: nn.Module, sample: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:
     """Check the model's output on `sample`; return the one-output wrapper and its eager logits."""
+    try:
+        with torch.no_grad():
+            output = model(sample)
+    except RuntimeError as exc:  # wrong channel count or size for this model: the user's input, one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"the model fails on an input of shape {'x'.join(map(str, sample.shape))}: {first[:300]}",
+                          "check --input-shape: its channels and size must be what the model takes") from None
     with torch.no_grad():
-        output = model(sample)
         logits = pick_logits(output)
     if logits.ndim != 4 or logits.shape[0] != sample.shape[0]:
         raise ExportError(

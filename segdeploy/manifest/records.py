@@ -48,6 +48,8 @@ class ModelRecord(Record):
     num_classes_arg: int | None = None  # --num-classes as given (None: the builder's default)
     model_kwargs: dict = field(default_factory=dict)
     weights: str | None = None  # absolute path of the checkpoint
+    weights_key: str | None = optional()  # --weights-key: the nested state_dict bench reloads
+    unsafe_load: bool | None = optional()  # True: exported with --unsafe-load (bench asks for it again)
     weights_ignored_keys: list[str] = field(default_factory=list)
     weights_fingerprint: str | None = None  # sha256 over the state_dict: bench refuses other weights
     rewrites: list[str] = field(default_factory=list)  # export blockers rewritten (module: what)
