@@ -27,6 +27,7 @@ from segdeploy.manifest.names import PRECISIONS
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 BUDGET_KEY = "int8_miou_budget"
 OLD_BUDGET_KEY = "int8_max_miou_drop"  # the budget's first spelling, still read
+GATE_KEYS = ("max_miou_drop", "min_agreement", "max_latency_ms")  # bench: settings that are gates (`GateOptions`)
 
 
 @dataclass

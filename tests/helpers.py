@@ -190,6 +190,16 @@ def snapshot(*roots: Path) -> dict[str, str]:
     return state
 
 
+def forget_artifact(deploy: Path, name: str) -> None:
+    """Remove artifact `name` from a deploy directory (its file and its manifest entry), as if never built."""
+    from segdeploy.manifest import Manifest
+
+    manifest = Manifest.load(deploy)
+    (deploy / manifest.artifact(name).file).unlink()
+    del manifest.artifacts[name]
+    manifest.save()
+
+
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from segdeploy.manifest import Manifest
-from tests.helpers import REPO, fails, snapshot
+from tests.helpers import REPO, fails, forget_artifact, snapshot
 
 # -- operating-system failures ---------------------------------------------------------------------
 
@@ -21,10 +20,7 @@ def test_disk_full_while_writing_a_graph(tiny, monkeypatch):
     import onnx
 
     deploy, _ = tiny
-    (deploy / "model.fp16.onnx").unlink()
-    manifest = Manifest.load(deploy)
-    del manifest.artifacts["onnx-fp16"]
-    manifest.save()
+    forget_artifact(deploy, "onnx-fp16")
     before = snapshot(deploy)
     real_save = onnx.save
 
@@ -43,10 +39,7 @@ def test_disk_full_while_saving_the_manifest_leaves_no_untracked_graph(tiny, mon
     import segdeploy.manifest.store
 
     deploy, _ = tiny
-    (deploy / "model.fp16.onnx").unlink()
-    manifest = Manifest.load(deploy)
-    del manifest.artifacts["onnx-fp16"]
-    manifest.save()
+    forget_artifact(deploy, "onnx-fp16")
     before = snapshot(deploy)
 
     def full_disk(path, text):

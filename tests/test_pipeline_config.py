@@ -203,3 +203,14 @@ def test_model_folder_with_an_export_not_made_by_a_pipeline(demo_export, tmp_pat
     before = snapshot(tmp_path)
     fails("pipeline", config, contains="holds an export not made by a pipeline")
     assert snapshot(tmp_path) == before
+
+
+def test_every_bench_setting_reaches_bench():
+    """The schema's bench keys are what `run_bench` takes (options or gates): none accepted, then dropped."""
+    from segdeploy.bench.benchmark import BenchOptions
+    from segdeploy.bench.gates import GateOptions
+    from segdeploy.pipeline_config import GATE_KEYS, _bench_keys, _Check
+
+    keys = set(_bench_keys(_Check(Path("."), "test")))
+    assert set(GATE_KEYS) <= keys and set(GATE_KEYS) <= set(GateOptions.__dataclass_fields__)
+    assert keys - set(GATE_KEYS) <= set(BenchOptions.__dataclass_fields__)

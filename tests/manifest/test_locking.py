@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from segdeploy.manifest import Manifest
-from tests.helpers import NET, REPO, fails, invoke, one_line_failure, run_cli, snapshot
+from tests.helpers import NET, REPO, fails, forget_artifact, invoke, one_line_failure, run_cli, snapshot
 
 def _reexport(net: Path, deploy: Path, seed: int = 1) -> list[str]:
     return ["export", f"{net}:build", "--input-shape", "1x3x32x48", "-o", str(deploy), "--force",
@@ -45,10 +45,7 @@ def test_two_builds_at_once_both_recorded(tiny, tmp_path, first, second):
     the same manifest and finish first, and the first would then overwrite its entry — every time.
     With the lock the second waits, then reads what the first recorded."""
     deploy, _ = tiny
-    manifest = Manifest.load(deploy)
-    del manifest.artifacts["onnx-fp16"]
-    manifest.save()
-    (deploy / "model.fp16.onnx").unlink()
+    forget_artifact(deploy, "onnx-fp16")
     go = tmp_path / "go"
     env = {**os.environ, "PYTHONPATH": str(REPO), "SEGDEPLOY_FAULT": f"build:loaded:pause={go}"}
     env.pop("SEGDEPLOY_DEBUG", None)
