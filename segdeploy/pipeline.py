@@ -56,6 +56,10 @@ class PipelineConfig:
     int8_miou_budget: float | None = None  # build --miou-budget (INT8 within a budget)
     eval_data: Path | None = None  # build --eval-data (with int8_miou_budget)
     eval_limit: int | None = None
+    confirm_data: Path | None = None  # build --confirm-data (with int8_miou_budget)
+    split_block: int | None = None  # build --split-block
+    accept_unconfirmed: bool = False  # build --accept-unconfirmed
+    sensitivity_workers: int = 1  # build --workers (processes for the sensitivity ranking)
     bench: dict = field(default_factory=dict)
     deprecated: list[str] = field(default_factory=list)  # deprecation lines for the user (old key spellings)
 
@@ -124,14 +128,25 @@ def parse_config(raw, base: Path, out: Path | None = None) -> PipelineConfig:
         calib=resolve(raw.get("calib")), calib_size=int(raw.get("calib_size", 100)),
         calib_method=raw.get("calib_method", "minmax"), int8_miou_budget=_budget(raw),
         eval_data=resolve(raw.get("eval_data")), eval_limit=_number(raw, "eval_limit", int), bench=dict(raw.get("bench") or {}),
+        confirm_data=resolve(raw.get("confirm_data")), split_block=_number(raw, "split_block", int),
+        accept_unconfirmed=_flag(raw, "accept_unconfirmed"), sensitivity_workers=_number(raw, "sensitivity_workers", int, default=1),
     )
     if OLD_BUDGET_KEY in raw:
         config.deprecated.append(f"pipeline key {OLD_BUDGET_KEY} is deprecated: use int8_miou_budget")
-    from segdeploy.precision.mixed import budget_options, check_budget
+    from segdeploy.precision.mixed import check_budget
 
     # checked before any export runs, not after the first model's
-    check_budget(budget_options(config.int8_miou_budget, config.eval_data, config.eval_limit), config.precisions)
+    check_budget(_budget_options(config), config.precisions)
     return config
+
+
+def _budget_options(config: PipelineConfig):
+    """The config's INT8-budget keys as `build`'s options (None without int8_miou_budget)."""
+    from segdeploy.precision.mixed import budget_options
+
+    return budget_options(config.int8_miou_budget, config.eval_data, config.eval_limit, confirm_data=config.confirm_data,
+                          split_block=config.split_block, accept_unconfirmed=config.accept_unconfirmed,
+                          workers=config.sensitivity_workers)
 
 
 OLD_BUDGET_KEY = "int8_max_miou_drop"  # the budget's first spelling, still read
@@ -143,14 +158,21 @@ def _budget(raw: dict) -> float | None:
     return _number(raw, OLD_BUDGET_KEY if OLD_BUDGET_KEY in raw else "int8_miou_budget", float)
 
 
-def _number(raw: dict, key: str, kind):
+def _number(raw: dict, key: str, kind, default=None):
     value = raw.get(key)
     if value is None:
-        return None
+        return default
     try:
         return kind(value)
     except (TypeError, ValueError):
         raise UsageError(f"pipeline config `{key}` must be a number, got {value!r}") from None
+
+
+def _flag(raw: dict, key: str) -> bool:
+    value = raw.get(key, False)
+    if not isinstance(value, bool):
+        raise UsageError(f"pipeline config `{key}` must be true or false, got {value!r}")
+    return value
 
 
 def _model_entry(raw, index: int, resolve) -> ModelEntry:
@@ -238,19 +260,18 @@ def _build(config: PipelineConfig, directory: Path, backend: str, step) -> bool:
     from segdeploy.build import BuildOptions, build_artifacts
     from segdeploy.data import find_images
     from segdeploy.precision.graphs import QuantOptions
-    from segdeploy.precision.mixed import budget_options
-
     manifest = Manifest.load(directory)
     calib = config.calib
     calib_key = [sha256_file(p) for p in find_images(calib)] if calib else None
     key = _key({"graph": manifest.artifact(FP32_GRAPH.name).sha256, "precisions": config.precisions, "backend": backend,
                 "calib": calib_key, "calib_size": config.calib_size, "method": config.calib_method,
-                "budget": [config.int8_miou_budget, config.eval_data, config.eval_limit]})
+                "budget": [config.int8_miou_budget, config.eval_data, config.eval_limit, config.confirm_data,
+                           config.split_block, config.accept_unconfirmed]})
     state = manifest.pipeline.builds.get(backend) if manifest.pipeline else None
     if state and state.key == key and all(_verifies(manifest, n) for n in state.artifacts):
         return True
     step(f"{directory.name}: build {', '.join(config.precisions)} for {backend}")
-    budget = budget_options(config.int8_miou_budget, config.eval_data, config.eval_limit)
+    budget = _budget_options(config)
     options = BuildOptions(calib=calib, calib_size=config.calib_size, quant=QuantOptions(method=config.calib_method),
                            budget=budget)
     result = build_artifacts(directory, list(config.precisions), backend, options, step=step, warn=lambda _: None)
