@@ -19,8 +19,8 @@ instead (then the whole evaluation set chooses); they must share no image with t
 or calibration images (compared by content).
 
 **The interval** (`Confirmation`): a paired circular block bootstrap of the drop over the
-confirmation images (`evalset.bootstrap_drops`, blocks of the split's length, fixed seed), its
-2.5–97.5 percentiles and standard error. It assumes the confirmation images stand for the
+confirmation images (`evalset.bootstrap_drops`, blocks of the split's length but at most a
+quarter of the part, fixed seed), its 2.5–97.5 percentiles and standard error. It assumes the confirmation images stand for the
 images that matter; it cannot know about scenes neither part contains.
 
 **The verdict**: confirmed when the drop on the confirmation part is within the budget. A
@@ -142,7 +142,10 @@ def _part_record(part: EvalSet, indices: list[int]) -> dict:
 
 
 def _with_block(parts: Parts) -> Parts:
-    parts.choice.bootstrap_block = parts.confirmation.bootstrap_block = parts.block
+    """Each part's bootstrap resamples blocks of the split's length, but at most a quarter of its
+    images: a block as long as the part would make every resample a rotation of it (no spread)."""
+    for part in (parts.choice, parts.confirmation):
+        part.bootstrap_block = max(1, min(parts.block, part.images // 4))
     return parts
 
 

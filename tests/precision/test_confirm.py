@@ -144,3 +144,13 @@ def test_workers_and_split_block_reach_the_search(outlier, outlier_images, monke
     record = Manifest.load(outlier).artifact("onnx-int8-ort").mixed_precision
     assert record.split["block"] == 1 and record.split["confirmation"]["indices"] == "1,3,5,7"
     assert record.kept_float == ["/model/head/Conv"] and record.confirmation["confirmed"]
+
+
+def test_the_bootstrap_block_is_at_most_a_quarter_of_each_part():
+    """A block as long as the part would make every resample a rotation of it: an interval of width 0."""
+    from types import SimpleNamespace
+
+    from segdeploy.precision.confirm import Parts, _with_block
+
+    parts = _with_block(Parts(SimpleNamespace(images=51), SimpleNamespace(images=5), {"block": 10}))
+    assert parts.choice.bootstrap_block == 10 and parts.confirmation.bootstrap_block == 1
