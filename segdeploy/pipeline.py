@@ -26,7 +26,7 @@ from segdeploy.manifest import Manifest
 from segdeploy.manifest.locking import deploy_lock, is_bookkeeping
 from segdeploy.manifest.names import FP32_GRAPH
 from segdeploy.manifest.records import BuildState, PipelineState
-from segdeploy.pipeline_config import GATE_KEYS, ModelEntry, PipelineConfig, load_config, parse_config  # noqa: F401 (public here too)
+from segdeploy.pipeline_config import GATE_KEYS, ModelEntry, budget_options, PipelineConfig, load_config, parse_config  # noqa: F401 (public here too)
 
 
 def demo_config(out: Path | None = None) -> PipelineConfig:
@@ -149,19 +149,19 @@ def _build(config: PipelineConfig, directory: Path, backend: str, step) -> bool:
     from segdeploy.build import BuildOptions, build_artifacts
     from segdeploy.data import find_images
     from segdeploy.precision.graphs import QuantOptions
-    from segdeploy.precision.mixed import budget_options
 
     manifest = Manifest.load(directory)
     calib = config.calib
     calib_key = [sha256_file(p) for p in find_images(calib)] if calib else None
     key = _key({"graph": manifest.artifact(FP32_GRAPH.name).sha256, "precisions": config.precisions, "backend": backend,
                 "calib": calib_key, "calib_size": config.calib_size, "method": config.calib_method,
-                "budget": [config.int8_miou_budget, config.eval_data, config.eval_limit]})
+                "budget": [config.int8_miou_budget, config.eval_data, config.eval_limit, config.confirm_data,
+                           config.split_block, config.accept_unconfirmed]})
     state = manifest.pipeline.builds.get(backend) if manifest.pipeline else None
     if state and state.key == key and all(_verifies(manifest, n) for n in state.artifacts):
         return True
     step(f"{directory.name}: build {', '.join(config.precisions)} for {backend}")
-    budget = budget_options(config.int8_miou_budget, config.eval_data, config.eval_limit)
+    budget = budget_options(config)
     options = BuildOptions(calib=calib, calib_size=config.calib_size, quant=QuantOptions(method=config.calib_method),
                            budget=budget)
     result = build_artifacts(directory, list(config.precisions), backend, options, step=step, warn=lambda _: None)

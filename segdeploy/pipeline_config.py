@@ -59,6 +59,10 @@ class PipelineConfig:
     int8_miou_budget: float | None = None  # build --miou-budget (INT8 within a budget)
     eval_data: Path | None = None  # build --eval-data (with int8_miou_budget)
     eval_limit: int | None = None
+    confirm_data: Path | None = None  # build --confirm-data (with int8_miou_budget)
+    split_block: int | None = None  # build --split-block
+    accept_unconfirmed: bool = False  # build --accept-unconfirmed
+    sensitivity_workers: int = 1  # build --workers (processes for the sensitivity ranking)
     bench: dict = field(default_factory=dict)
     deprecated: list[str] = field(default_factory=list)  # deprecation lines for the user (old key spellings)
 
@@ -190,11 +194,20 @@ def parse_config(raw, base: Path, out: Path | None = None, source: str = "(inlin
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise UsageError(f"pipeline config {source}: model names must be unique; repeated: {', '.join(repeated)}")
-    from segdeploy.precision.mixed import budget_options, check_budget
+    from segdeploy.precision.mixed import check_budget
 
     # checked before any export runs, not after the first model's
-    check_budget(budget_options(config.int8_miou_budget, config.eval_data, config.eval_limit), config.precisions)
+    check_budget(budget_options(config), config.precisions)
     return config
+
+
+def budget_options(config: PipelineConfig):
+    """The config's INT8-budget keys as `build`'s options (None without int8_miou_budget)."""
+    from segdeploy.precision.mixed import budget_options as options
+
+    return options(config.int8_miou_budget, config.eval_data, config.eval_limit, confirm_data=config.confirm_data,
+                   split_block=config.split_block, accept_unconfirmed=config.accept_unconfirmed,
+                   workers=config.sensitivity_workers)
 
 
 def _old_budget_key(raw: dict, source: str) -> list[str]:
@@ -220,6 +233,8 @@ def _top_level(check: _Check) -> dict[str, Callable]:
         BUDGET_KEY: check.optional(check.number(0)), OLD_BUDGET_KEY: check.optional(check.number(0)),
         "eval_data": check.optional(check.path("dir")),
         "eval_limit": check.optional(check.integer(1)),
+        "confirm_data": check.optional(check.path("dir")), "split_block": check.optional(check.integer(1)),
+        "accept_unconfirmed": check.boolean, "sensitivity_workers": check.integer(1),
         "bench": lambda value, at: {} if value is None else check.mapping(value, at, _bench_keys(check)),
     }
 

@@ -77,12 +77,29 @@ def mixed_precision_lines(record: dict) -> list[str]:
                f"kept {len(kept)} of {record['quantized_nodes']} quantized layers in float: drop {naive['drop']:.2f} → {final['drop']:.2f}")
     noise = record.get("drop_standard_error")
     noise_text = f" (drop standard error ±{noise:.2f})" if noise is not None else ""
-    lines = [f"budget {record['budget_miou_drop']} mIoU: {verdict}{noise_text}; evaluated on {record['eval']['description']}"]
+    confirmation = record.get("confirmation")
+    chosen = "chosen on" if confirmation else "evaluated on"
+    lines = [f"budget {record['budget_miou_drop']} mIoU: {verdict}{noise_text}; {chosen} {record['eval']['description']}"]
+    if confirmation:
+        lines.append(_confirmation_line(record["budget_miou_drop"], confirmation, record.get("split") or {}))
     if kept:
         lines.append(f"in float: {', '.join(kept[:8])}" + (f" … (+{len(kept) - 8})" if len(kept) > 8 else ""))
     mixed = f", mixed {lat['mixed_int8']:.2f} ms" if lat.get("mixed_int8") is not None else ""
     lines.append(f"onnxruntime median latency: fp32 {lat['fp32']:.2f} ms, naive int8 {lat['naive_int8']:.2f} ms{mixed}")
     return lines
+
+
+def _confirmation_line(budget: float, c: dict, split: dict) -> str:
+    """The chosen graph on the confirmation part (`precision.confirm`), with the verdict."""
+    low, high = c["interval"]
+    naive = f"; naive INT8 {c['naive_drop']:.2f} on them" if c.get("naive_drop") is not None else ""
+    figures = f"drop {c['drop']:.2f} ({c['interval_level']:.0%} interval {low:.2f} to {high:.2f}{naive})"
+    given = split.get("confirmation", {}).get("data")
+    how = f"; given by --confirm-data {given}" if given else (f"; split in blocks of {split['block']}" if split else "")
+    if c["confirmed"]:
+        return f"confirmed on {c['images']} other images: {figures} <= budget {budget}{how}"
+    accepted = " (written with --accept-unconfirmed)" if c.get("accepted_unconfirmed") else ""
+    return f"NOT confirmed on {c['images']} other images: {figures} > budget {budget}{accepted}{how}"
 
 
 def build_text(data: dict) -> str:

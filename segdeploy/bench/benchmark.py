@@ -229,8 +229,9 @@ def _mixed_precision(manifest: Manifest, entry) -> dict | None:
     record = entry.mixed_precision or (parent.mixed_precision if parent else None)
     if record is None:
         return None
-    keys = ("budget_miou_drop", "eval", "fp32_miou", "naive", "final", "kept_float", "quantized_nodes", "latency_ms")
-    return {k: getattr(record, k) for k in keys}
+    keys = ("budget_miou_drop", "eval", "fp32_miou", "naive", "final", "drop_standard_error", "kept_float", "quantized_nodes",
+            "latency_ms", "split", "confirmation")
+    return {k: getattr(record, k) for k in keys if getattr(record, k) is not None}
 
 
 def _report(manifest, identity, everything, skipped, accuracy, latency, options) -> dict:

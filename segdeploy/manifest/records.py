@@ -155,8 +155,8 @@ class MixedPrecisionRecord(Record):
     """INT8 within an mIoU budget (`precision.mixed.make_within_budget`)."""
 
     budget_miou_drop: float
-    eval: dict  # description, images, labelled, warning
-    fp32_miou: float
+    eval: dict  # the choice part: description, images, labelled, warning
+    fp32_miou: float  # on the choice part, like naive and final
     naive: dict[str, float]  # miou, drop
     final: dict[str, float]
     kept_float: list[str]
@@ -165,6 +165,8 @@ class MixedPrecisionRecord(Record):
     drop_standard_error: float | None = None
     sensitivity_top: list[dict] = field(default_factory=list)
     trace: list[dict] = field(default_factory=list)
+    split: dict | None = optional()  # how the choice and confirmation parts were made (`precision.confirm`)
+    confirmation: dict | None = optional()  # the chosen graph on the confirmation part: drop, interval, naive_drop, confirmed
     unknown: dict = keeps_unknown()
 
 

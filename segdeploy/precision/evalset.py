@@ -39,6 +39,7 @@ class EvalSet:
         self.num_classes = manifest.model.num_classes
         self.ignore_index = ignore_index
         self.spec = GraphSpec.of(manifest)
+        self.bootstrap_block = 1  # consecutive images resampled together (`bootstrap_drops`)
         self._reference_miou: float | None = None
         self._reference_maps: list[np.ndarray] | None = None
         self._reference_counts: np.ndarray | None = None
@@ -46,6 +47,13 @@ class EvalSet:
     @property
     def images(self) -> int:
         return sum(b.size for b in self.batches)
+
+    @property
+    def reference_miou(self) -> float:
+        """The FP32 graph's mIoU measured by `reference`."""
+        if self._reference_miou is None:
+            raise RuntimeError("EvalSet.reference(fp32) must be measured first")
+        return self._reference_miou
 
     def feed(self, index: int = 0) -> dict[str, np.ndarray]:
         """Batch `index` as the graph's named input."""
@@ -55,21 +63,9 @@ class EvalSet:
     def open(cls, manifest, data: Path | None, limit: int | None, calib_folder: Path | None) -> "EvalSet":
         """`data` (labelled → mIoU, images → agreement); absent: the calibration folder's val split
         when it is a labelled dataset with one, else its images (with a warning: optimistic)."""
-        from segdeploy.data import open_dataset
-
         if limit is not None and limit < 1:
             raise UsageError(f"--eval-limit must be at least 1, got {limit}")
-        warning = None
-        if data is not None:
-            dataset, what = open_dataset(data), f"{data}"
-        elif calib_folder is not None and (Path(calib_folder) / "splits" / "val.txt").is_file() and (Path(calib_folder) / "labels").is_dir():
-            dataset, what = open_dataset(calib_folder, split="val"), f"{calib_folder} (val split; no --eval-data given)"
-        elif calib_folder is not None:
-            dataset, what = open_dataset(calib_folder, labels=False), f"{calib_folder} (calibration images; no --eval-data given)"
-            warning = "evaluating on the calibration images themselves is optimistic; pass --eval-data with held-out images"
-        else:
-            raise UsageError("--miou-budget needs evaluation images: pass --eval-data DIR")
-        _check_class_count(dataset, manifest, data or calib_folder)
+        dataset, what, warning = eval_dataset(manifest, data, calib_folder)
         return cls.from_dataset(manifest, dataset, what, limit, warning)
 
     @classmethod
@@ -116,20 +112,58 @@ class EvalSet:
 
         The standard error says how much the drop would move on another set of images like
         these: a budget below it cannot be told apart from noise. Resampling uses a fixed seed
-        (deterministic); images are resampled jointly for FP32 and the candidate (paired)."""
-        if self._reference_maps is None:
-            raise RuntimeError("EvalSet.reference(fp32) must be measured before drop()")
-        result = self._evaluate(graph)
-        counts = np.stack(result.per_image_vs_labels if self.labelled else result.per_image_vs_reference)
+        (deterministic); images are resampled jointly for FP32 and the candidate (paired), in
+        circular blocks of `bootstrap_block` consecutive images (1: each image on its own)."""
+        reference, counts = self.counts(graph)
         miou = _miou(counts.sum(axis=0))
         if resamples < 1 or len(counts) < 2:
             return miou, self._reference_miou - miou, None
-        rng = np.random.default_rng(BOOTSTRAP_SEED)
-        drops = []
-        for _ in range(resamples):
-            pick = rng.integers(0, len(counts), len(counts))
-            drops.append(_miou(self._reference_counts[pick].sum(axis=0)) - _miou(counts[pick].sum(axis=0)))
+        drops = bootstrap_drops(reference, counts, self.bootstrap_block, resamples)
         return miou, self._reference_miou - miou, float(np.std(drops, ddof=1))
+
+    def counts(self, graph: Path) -> tuple[np.ndarray, np.ndarray]:
+        """Per-image confusion matrices (images × C × C, in evaluation order) of the FP32 reference and
+        of `graph`, for paired resampling; call `reference` first."""
+        if self._reference_maps is None:
+            raise RuntimeError("EvalSet.reference(fp32) must be measured before drop()")
+        result = self._evaluate(graph)
+        return self._reference_counts, np.stack(result.per_image_vs_labels if self.labelled else result.per_image_vs_reference)
+
+
+def bootstrap_drops(reference: np.ndarray, counts: np.ndarray, block: int = 1, resamples: int = BOOTSTRAP_RESAMPLES,
+                    seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+    """mIoU drops (points) of `counts` against `reference` (per-image confusion matrices, paired) over
+    `resamples` circular block-bootstrap resamples: blocks of `block` consecutive images start at
+    uniformly drawn images and wrap around, so every image is equally likely to be drawn. Consecutive
+    video frames are alike; resampling them in blocks keeps that likeness inside each resample
+    instead of treating near-duplicates as independent evidence. `block` 1 is the plain bootstrap."""
+    n = len(counts)
+    block = max(1, min(block, n))
+    rng = np.random.default_rng(seed)
+    drops = np.empty(resamples)
+    for r in range(resamples):
+        starts = rng.integers(0, n, -(-n // block))
+        pick = (starts[:, None] + np.arange(block)).ravel()[:n] % n
+        drops[r] = _miou(reference[pick].sum(axis=0)) - _miou(counts[pick].sum(axis=0))
+    return drops
+
+
+def eval_dataset(manifest, data: Path | None, calib_folder: Path | None):
+    """(dataset, description, warning) of a precision search's evaluation images (see `EvalSet.open`)."""
+    from segdeploy.data import open_dataset
+
+    warning = None
+    if data is not None:
+        dataset, what = open_dataset(data), f"{data}"
+    elif calib_folder is not None and (Path(calib_folder) / "splits" / "val.txt").is_file() and (Path(calib_folder) / "labels").is_dir():
+        dataset, what = open_dataset(calib_folder, split="val"), f"{calib_folder} (val split; no --eval-data given)"
+    elif calib_folder is not None:
+        dataset, what = open_dataset(calib_folder, labels=False), f"{calib_folder} (calibration images; no --eval-data given)"
+        warning = "evaluating on the calibration images themselves is optimistic; pass --eval-data with held-out images"
+    else:
+        raise UsageError("--miou-budget needs evaluation images: pass --eval-data DIR")
+    _check_class_count(dataset, manifest, data or calib_folder)
+    return dataset, what, warning
 
 
 def _self_agreement(class_map: np.ndarray, num_classes: int) -> np.ndarray:
