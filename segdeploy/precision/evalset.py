@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from segdeploy.errors import SegdeployError, UsageError
+from segdeploy.classes import ClassMapping, match_classes
+from segdeploy.errors import UsageError
 from segdeploy.evaluation.batches import Batch, BatchReader
 from segdeploy.evaluation.engine import PredictorResult, evaluate, graph_predictor
 from segdeploy.graph_spec import GraphSpec
@@ -30,14 +31,15 @@ class EvalSet:
     """Preprocessed evaluation batches of one deploy directory, plus the FP32 reference maps."""
 
     def __init__(self, manifest, batches: list[Batch], description: str, labelled: bool, warning: str | None = None,
-                 ignore_index: int | None = None):
+                 classes: ClassMapping | None = None):
         self.manifest = manifest
         self.batches = batches
         self.description = description
         self.labelled = labelled
         self.warning = warning
         self.num_classes = manifest.model.num_classes
-        self.ignore_index = ignore_index
+        self.classes = classes  # how model classes are scored against the labels (labelled data)
+        self.evaluated = classes.evaluated if labelled and classes is not None else None  # None: all classes
         self.spec = GraphSpec.of(manifest)
         self._reference_miou: float | None = None
         self._reference_maps: list[np.ndarray] | None = None
@@ -69,20 +71,21 @@ class EvalSet:
             warning = "evaluating on the calibration images themselves is optimistic; pass --eval-data with held-out images"
         else:
             raise UsageError("--miou-budget needs evaluation images: pass --eval-data DIR")
-        _check_class_count(dataset, manifest, data or calib_folder)
         return cls.from_dataset(manifest, dataset, what, limit, warning)
 
     @classmethod
     def from_dataset(cls, manifest, dataset, what: str, limit: int | None = None, warning: str | None = None) -> "EvalSet":
         """The first `limit` images of `dataset` (whole batches), read once through the one batch reader."""
         spec = GraphSpec.of(manifest)
+        classes = _class_mapping(dataset, manifest)
         reader = BatchReader(dataset, manifest.preprocess, spec.input_hw,
                              EVAL_BATCH if spec.batch_dynamic else spec.batch, limit=limit, whole_batches=True,
                              what="evaluation images")
         labelled = dataset.has_labels
         kind = "mIoU vs labels" if labelled else "agreement mIoU vs the FP32 graph (no labels)"
-        ignore = dataset.classes.ignore_index if dataset.classes is not None else None
-        return cls(manifest, list(reader), f"{reader.images} images from {what}; {kind}", labelled, warning, ignore)
+        if labelled and classes is not None and not classes.identity:
+            kind += f" over the data's {len(classes.evaluated)} evaluated classes (model class {classes.listed} not evaluated)"
+        return cls(manifest, list(reader), f"{reader.images} images from {what}; {kind}", labelled, warning, classes)
 
     # -- scoring -------------------------------------------------------------------------
     def _evaluate(self, graph: Path) -> PredictorResult:
@@ -92,7 +95,7 @@ class EvalSet:
 
         with OrtRunner(graph) as runner:
             result = evaluate({"graph": graph_predictor(runner, self.spec)}, self.batches, num_classes=self.num_classes,
-                              ignore_index=self.ignore_index, reference=None if self.labelled else self._reference_maps,
+                              classes=self.classes, reference=None if self.labelled else self._reference_maps,
                               input_hw=self.spec.input_hw, per_image=True, keep_maps=self._reference_maps is None)
         return result["graph"]
 
@@ -103,7 +106,7 @@ class EvalSet:
             self._reference_maps = result.maps
             self._reference_counts = np.stack(result.per_image_vs_labels if self.labelled
                                               else [_self_agreement(m, self.num_classes) for m in result.maps])
-            self._reference_miou = _miou(self._reference_counts.sum(axis=0))
+            self._reference_miou = _miou(self._reference_counts.sum(axis=0), self.evaluated)
         return self._reference_miou
 
     def drop(self, graph: Path) -> tuple[float, float]:
@@ -121,14 +124,15 @@ class EvalSet:
             raise RuntimeError("EvalSet.reference(fp32) must be measured before drop()")
         result = self._evaluate(graph)
         counts = np.stack(result.per_image_vs_labels if self.labelled else result.per_image_vs_reference)
-        miou = _miou(counts.sum(axis=0))
+        miou = _miou(counts.sum(axis=0), self.evaluated)
         if resamples < 1 or len(counts) < 2:
             return miou, self._reference_miou - miou, None
         rng = np.random.default_rng(BOOTSTRAP_SEED)
         drops = []
         for _ in range(resamples):
             pick = rng.integers(0, len(counts), len(counts))
-            drops.append(_miou(self._reference_counts[pick].sum(axis=0)) - _miou(counts[pick].sum(axis=0)))
+            drops.append(_miou(self._reference_counts[pick].sum(axis=0), self.evaluated)
+                         - _miou(counts[pick].sum(axis=0), self.evaluated))
         return miou, self._reference_miou - miou, float(np.std(drops, ddof=1))
 
 
@@ -139,12 +143,12 @@ def _self_agreement(class_map: np.ndarray, num_classes: int) -> np.ndarray:
     return matrix.counts
 
 
-def _miou(counts: np.ndarray) -> float:
-    return float(scores_from_counts(counts).miou * 100.0)
+def _miou(counts: np.ndarray, evaluated=None) -> float:
+    return float(scores_from_counts(counts, evaluated).miou * 100.0)
 
 
-def _check_class_count(dataset, manifest, path) -> None:
-    n = manifest.model.num_classes
-    if dataset.has_labels and dataset.classes is not None and dataset.classes.num_classes != n:
-        raise SegdeployError(f"{path} has {dataset.classes.num_classes} classes but the model outputs {n}",
-                             "evaluate on data labelled with the model's classes, or an image folder (agreement)")
+def _class_mapping(dataset, manifest) -> ClassMapping | None:
+    """How the model's classes are scored on `dataset`'s labels (`match_classes`: one line for a mismatch)."""
+    if not dataset.has_labels or dataset.classes is None:
+        return None
+    return match_classes(manifest.classes, dataset.classes, dataset.root)
