@@ -156,9 +156,20 @@ def bench_rows(report: dict) -> list[list[str]]:
     return rows
 
 
+def class_mapping_line(report: dict) -> str | None:
+    """How the model's classes were scored against the labels, when the two class sets differ (bench.md, the table's footer)."""
+    mapping = report.get("class_mapping")
+    if not mapping or (mapping["model_classes"] == mapping["dataset_classes"] and not mapping["not_evaluated"]):
+        return None
+    return (f"the model outputs {mapping['model_classes']} classes, the data has {mapping['dataset_classes']}, "
+            f"{mapping['evaluated_classes']} evaluated; {mapping['rule']}")
+
+
 def bench_tables(report: dict, gates: list) -> list[Table]:
-    """The bench table, and the gate table if any gate ran."""
-    table = Table(title=f"segdeploy bench: {escape(str(report['model']['name']))} on {report['data']['images']} images")
+    """The bench table (with the class mapping as its caption, if any), and the gate table if any gate ran."""
+    mapping = class_mapping_line(report)
+    table = Table(title=f"segdeploy bench: {escape(str(report['model']['name']))} on {report['data']['images']} images",
+                  caption=escape(f"classes: {mapping}") if mapping else None, caption_justify="left")
     for column in BENCH_COLUMNS:
         table.add_column(column, no_wrap=column in ("artifact",), justify="left" if column in BENCH_COLUMNS[:3] else "right")
     for row in bench_rows(report):

@@ -154,12 +154,13 @@ def test_config_with_best_calibration_method(tmp_path):
         ("models: [{source: unet}]\neval_limit: 8", "only apply with --miou-budget"),
         ("models: [{source: unet}]\nconfirm_data: val", "--confirm-data only apply with --miou-budget"),
         ("models: [{source: unet}]\nprecisions: [int8]\nint8_miou_budget: 1\naccept_unconfirmed: 'no'",
-         "`accept_unconfirmed` must be true or false"),
+         "accept_unconfirmed: expected true or false, got the string 'no'"),
         ("models: [{source: unet}]\nprecisions: [int8]\nint8_miou_budget: 1\nsensitivity_workers: 0",
-         "--workers must be a whole number >= 1"),
+         "sensitivity_workers: expected a whole number >= 1, got the number 0"),
     ],
 )
 def test_bad_configs(cli, tmp_path, text, message):
+    (tmp_path / "val").mkdir()  # a folder that exists, for the keys that name one
     (tmp_path / "p.yaml").write_text(text)
     proc = cli("pipeline", str(tmp_path / "p.yaml"))
     assert proc.returncode in (1, 2) and message in proc.stderr, proc.stderr

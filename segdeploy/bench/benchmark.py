@@ -19,7 +19,7 @@ from segdeploy.bench.environment import environment
 from segdeploy.bench.gates import GateOptions, GateResult, check_gates, load_baseline
 from segdeploy.timing import summarize, time_interleaved
 from segdeploy.bench.targets import REFERENCE, Target, select_targets
-from segdeploy.classes import ClassInfo
+from segdeploy.classes import ClassMapping, match_classes
 from segdeploy.errors import SegdeployError, UsageError, printable
 from segdeploy.evaluation.batches import BatchReader
 from segdeploy.evaluation.engine import graph_predictor
@@ -86,7 +86,7 @@ def _run_bench(deploy_dir, options: BenchOptions, report_dir: Path, step, on_bat
     identity = model_identity(manifest)
     if options.baseline_path is not None:
         options.gates.baseline = load_baseline(options.baseline_path, SCHEMA, identity)
-    dataset = _open_data(manifest, options)
+    dataset, classes = _open_data(manifest, options)
     if options.gates.max_miou_drop is not None and not dataset.has_labels:
         raise UsageError("--max-miou-drop needs labelled data", "use --min-agreement to gate on drift alone")
     preprocess = manifest.preprocess
@@ -102,7 +102,7 @@ def _run_bench(deploy_dir, options: BenchOptions, report_dir: Path, step, on_bat
         predictors = {t.name: graph_predictor(runners[t.name], specs[t.name]) for t in everything}
         step(f"accuracy: {len(everything)} targets over {min(len(dataset), options.limit or len(dataset))} images")
         accuracy = measure_accuracy(predictors, REFERENCE, dataset, preprocess, graph.input_hw,
-                                    num_classes=manifest.model.num_classes, batch_size=eval_batch,
+                                    classes=classes, batch_size=eval_batch,
                                     limit=options.limit, on_batch=on_batch)
         step(f"latency: {len(everything)} targets, interleaved")
         latency = _latency(runners, specs, dataset, preprocess, options)
@@ -125,6 +125,7 @@ def model_identity(manifest: Manifest) -> dict:
 
 
 def _open_data(manifest: Manifest, options: BenchOptions):
+    """The dataset to bench on, and how the model's classes are scored against its labels."""
     from segdeploy.data import default_calib_dir, open_dataset
 
     path = options.data or default_calib_dir()
@@ -132,26 +133,10 @@ def _open_data(manifest: Manifest, options: BenchOptions):
     if not Path(path).exists():
         raise SegdeployError(f"dataset not found: {path}", "pass --data DIR (images/ + labels/ + classes.json, or images only)")
     dataset = open_dataset(path, options.data_format, split=split)
-    model_classes = manifest.classes
-    if dataset.classes is not None:
-        _check_classes(dataset.classes, model_classes, path)
-    else:
-        dataset.classes = model_classes
-    return dataset
-
-
-def _check_classes(data_classes: ClassInfo, model_classes: ClassInfo, path) -> None:
-    if data_classes.num_classes != model_classes.num_classes:
-        raise SegdeployError(
-            f"{path} has {data_classes.num_classes} classes but the model outputs {model_classes.num_classes}",
-            "bench on a dataset with the model's classes",
-        )
-    generic = all(name == f"class_{i}" for i, name in enumerate(model_classes.names))
-    if not generic and tuple(data_classes.names) != tuple(model_classes.names):
-        raise SegdeployError(
-            f"{path} names its classes {list(data_classes.names)[:4]}… but the model's are {list(model_classes.names)[:4]}…",
-            "the class order must be the same",
-        )
+    if dataset.classes is None:
+        dataset.classes = manifest.classes
+        return dataset, ClassMapping.same(manifest.classes)
+    return dataset, match_classes(manifest.classes, dataset.classes, path)
 
 
 def _batch_size(graph: GraphSpec, wanted: int, what: str) -> int:
@@ -266,4 +251,5 @@ def _report(manifest, identity, everything, skipped, accuracy, latency, options)
         "reference": REFERENCE,
         "targets": targets,
         "skipped": [{"name": s.name, "reason": s.reason} for s in skipped],
+        **({"class_mapping": accuracy["class_mapping"]} if accuracy["labelled"] else {}),
     }

@@ -11,7 +11,7 @@ from xml.sax.saxutils import quoteattr
 
 from segdeploy.atomic import atomic_write_text
 from segdeploy.errors import SegdeployError, os_error
-from segdeploy.render import BENCH_COLUMNS, bench_rows, mixed_precision_lines
+from segdeploy.render import BENCH_COLUMNS, bench_rows, class_mapping_line, mixed_precision_lines
 
 
 def markdown(report: dict) -> str:
@@ -21,6 +21,8 @@ def markdown(report: dict) -> str:
                  f"{env.get('cpu')} ({env.get('cpu_count')} cores){', ' + env['gpu'] if env.get('gpu') else ''}")
     lines += ["", "| " + " | ".join(BENCH_COLUMNS) + " |", "|" + "---|" * len(BENCH_COLUMNS)]
     lines += ["| " + " | ".join(row) + " |" for row in bench_rows(report)]
+    mapping = class_mapping_line(report)
+    lines += ["", f"**Classes:** {mapping}"] if mapping else []
     lines += _mixed_section(report)
     gates = report.get("gates", {}).get("results", [])
     if gates:

@@ -136,9 +136,10 @@ def _export_into(request: ExportRequest, loaded: LoadedModel, shape, out_dir: Pa
     num_classes = int(logits.shape[1])
     if request.num_classes is not None and request.num_classes != num_classes:
         raise SegdeployError(f"the model outputs {num_classes} classes but --num-classes is {request.num_classes}")
-    classes = load_classes(request.classes_file) if request.classes_file else ClassInfo.default(num_classes)
-    if classes.num_classes != num_classes:
-        raise SegdeployError(f"{request.classes_file} lists {classes.num_classes} classes but the model outputs {num_classes}")
+    # A classes.json may list fewer classes than the model outputs when the extra ones are its void/ignore class
+    # (CamVid models trained with void as a 12th class): they are appended, named and coloured from it.
+    classes = (load_classes(request.classes_file).for_outputs(num_classes, request.classes_file) if request.classes_file
+               else ClassInfo.default(num_classes))
 
     fusion = request.fusion
     exported = fuse(wrapper, fusion, request.preprocess, loaded.kind)

@@ -37,8 +37,7 @@ import numpy as np
 
 from segdeploy.atomic import sha256_file
 from segdeploy.errors import SegdeployError, UsageError
-from segdeploy.metrics import scores_from_counts
-from segdeploy.precision.evalset import EvalSet, bootstrap_drops, eval_dataset
+from segdeploy.precision.evalset import EvalSet, bootstrap_drops, eval_dataset, miou_percent
 
 SPLIT_BLOCK = 10  # consecutive images per block of the default split (see the module docstring)
 MIN_PART_IMAGES = 4  # fewer images in either part cannot estimate anything
@@ -179,8 +178,8 @@ class Confirmation:
     def measure(cls, part: EvalSet, graph: Path, budget: float) -> "Confirmation":
         """`graph` on `part` (whose FP32 reference is measured), with a paired block-bootstrap interval."""
         reference, counts = part.counts(graph)
-        miou = float(scores_from_counts(counts.sum(axis=0)).miou * 100.0)
-        drops = bootstrap_drops(reference, counts, part.bootstrap_block, INTERVAL_RESAMPLES)
+        miou = miou_percent(counts.sum(axis=0), part.evaluated)
+        drops = bootstrap_drops(reference, counts, part.bootstrap_block, INTERVAL_RESAMPLES, evaluated=part.evaluated)
         tail = (1 - INTERVAL_LEVEL) / 2 * 100
         low, high = np.percentile(drops, [tail, 100 - tail])
         return cls(budget, part.images, part.description, part.reference_miou, miou, part.reference_miou - miou,
