@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from segdeploy import Segmenter
-from segdeploy.preprocess import load_rgb
+from segdeploy.images import read_rgb
 
 
 def main() -> None:
@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--artifact", default="onnx-fp32")
     parser.add_argument("--calls", type=int, default=200)
     args = parser.parse_args()
-    image = load_rgb(sorted((Path(__file__).resolve().parents[1] / "calib" / "images").iterdir())[0])
+    image = read_rgb(sorted((Path(__file__).resolve().parents[1] / "calib" / "images").iterdir())[0])
     times: dict[str, list[float]] = {"plain": [], "fused": []}
     with Segmenter(args.plain, artifact=args.artifact, threads=1) as plain, \
             Segmenter(args.fused, artifact=args.artifact, threads=1) as fused:

@@ -19,7 +19,9 @@ from segdeploy.backends.registry import BackendSpec, BuildStep, backend
 from segdeploy.backends.tensorrt.builder import EngineOptions
 from segdeploy.data import default_calib_dir
 from segdeploy.errors import SegdeployError, UsageError
+from segdeploy.faults import fault_point
 from segdeploy.manifest import Manifest
+from segdeploy.manifest.locking import deploy_lock, journal
 from segdeploy.manifest.names import FP32_GRAPH, PRECISIONS
 from segdeploy.precision.calibration import CalibrationSet, check_readable, select_images
 from segdeploy.precision.graphs import Int8Maker, QuantOptions, make_fp16
@@ -57,10 +59,21 @@ def build_artifacts(
     on_batch: Callable[[int, int], None] | None = None,
     warn: Callable[[str], None] = warnings.warn,
 ) -> BuildResult:
-    """Build `precisions` for `backend_name` into the deploy directory; returns what was recorded."""
+    """Build `precisions` for `backend_name` into the deploy directory; returns what was recorded.
+
+    Holds the directory's lock (a concurrent build waits, and then sees this one's artifacts) and
+    journals the work, so an interrupted build leaves only complete, recorded artifacts
+    (`manifest.locking`)."""
     precisions = _check_request(precisions, backend_name, options)
     target = backend(backend_name)
-    manifest = Manifest.load(deploy_dir)
+    Manifest.load(deploy_dir)  # a missing or foreign directory is refused before anything is created in it
+    with deploy_lock(deploy_dir, "build"), journal(deploy_dir, "build"):
+        return _build_locked(deploy_dir, precisions, target, options, step, on_batch, warn)
+
+
+def _build_locked(deploy_dir, precisions, target: BackendSpec, options, step, on_batch, warn) -> BuildResult:
+    manifest = Manifest.load(deploy_dir)  # read under the lock: includes what a build before this one recorded
+    fault_point("build:loaded")
     manifest.verify(FP32_GRAPH.name)
     context = target.call("prepare", manifest, options) if target.prepare else None  # fail before any long step
     calib = _calibration_set(options, warn, required="int8" in precisions)
@@ -71,6 +84,7 @@ def build_artifacts(
         for precision in precisions:
             graph = _precision_graph(manifest, precision, target, options, calib, int8, step, warn)
             made.append(_describe(manifest, graph, new=graph != FP32_GRAPH.name))
+            fault_point("build:written")
             manifest.save()
             job = BuildStep(manifest, graph, precision, options, context, step, notes)
             artifact = target.call("build", job)
@@ -126,8 +140,11 @@ def _calibration_set(options: BuildOptions, warn, required: bool) -> Calibration
             return select_images(default_calib_dir(), min(options.calib_size, 4), warn=lambda _: None)
         except SegdeployError:
             return None
-    calib = select_images(options.calib, options.calib_size, warn=warn)
-    check_readable(calib.images)
+    notes: list[str] = []
+    calib = select_images(options.calib, options.calib_size, warn=notes.append)
+    check_readable(calib.images)  # an unreadable image is the one line to show, not after a warning
+    for note in notes:
+        warn(note)
     return calib
 
 

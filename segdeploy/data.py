@@ -26,11 +26,10 @@ from pathlib import Path
 from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
-from PIL import Image
 
 from segdeploy.classes import ClassInfo, default_palette, load_classes
 from segdeploy.errors import SegdeployError
-from segdeploy.preprocess import load_rgb
+from segdeploy.images import SIXTEEN_BIT_MODES, open_image, read_rgb
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 FORMATS = ("auto", "canonical", "voc", "cityscapes", "images")
@@ -86,7 +85,7 @@ class Dataset:
 
     def __getitem__(self, index: int) -> Sample:
         stem, image_path, label_path = self.items[index]
-        image = load_rgb(image_path)
+        image = read_rgb(image_path)
         label = None if label_path is None else self._read_label(label_path, image.shape[:2])
         return Sample(stem, image, label)
 
@@ -111,7 +110,7 @@ class Dataset:
         if label.shape != tuple(image_hw):
             raise SegdeployError(
                 f"label {path} is {label.shape[1]}x{label.shape[0]} but its image is {image_hw[1]}x{image_hw[0]} (WxH)",
-                "labels must have the image's size",
+                "labels must have the image's size as displayed (EXIF orientation is applied to both)",
             )
         if self._lut is not None:
             label = self._lut[np.clip(label, 0, len(self._lut) - 1)]
@@ -132,20 +131,23 @@ class Dataset:
             )
 
 
+LABEL_MODES = ("L", "P", "1", "I", *SIXTEEN_BIT_MODES)  # single-channel integer maps
+
+
 def read_label(path: str | Path) -> np.ndarray:
-    """Read a class-index PNG as HxW int64 (palette PNGs give their indices, not colours)."""
-    try:
-        with Image.open(path) as img:
-            if img.mode in ("RGB", "RGBA"):
-                raise SegdeployError(
-                    f"label {path} is a colour ({img.mode}) image, not a class-index map",
-                    "save labels as 8-bit single-channel or palette PNGs holding class indices",
-                )
+    """Read a class-index map as HxW int64: 8-bit, palette (its indices, not colours) or 16-bit PNGs
+    (their integer values, never rescaled). Colour-coded, alpha and float label files are refused."""
+    with open_image(path, "label") as img:
+        if img.mode not in LABEL_MODES:
+            raise SegdeployError(
+                f"label {path} is a {img.mode} image, not a class-index map",
+                "save labels as single-channel 8-bit, 16-bit or palette PNGs holding class indices; "
+                "map colour-coded labels to indices first",
+            )
+        try:
             return np.asarray(img).astype(np.int64)
-    except FileNotFoundError:
-        raise SegdeployError(f"label not found: {path}") from None
-    except OSError as exc:
-        raise SegdeployError(f"cannot read label {path}: {exc}") from None
+        except (OSError, ValueError, SyntaxError, EOFError) as exc:
+            raise SegdeployError(f"cannot decode label {path}: {exc}", "is the file complete?") from None
 
 
 def default_calib_dir() -> Path:

@@ -13,7 +13,11 @@ Conventions (the usual ones: Pascal VOC, Cityscapes, torchvision's references):
   (``nanmean``). A class present in the predictions only has IoU 0 and counts;
 * class accuracy (recall) of c = TP / (TP + FN), NaN for a class absent from the labels,
   excluded from the mean class accuracy;
-* pixel accuracy = trace / total counted pixels.
+* pixel accuracy = trace / total counted pixels;
+* with ``evaluated`` (a subset of the class indices, see `segdeploy.classes.ClassMapping`) only
+  those rows and classes are scored: pixels labelled with another class are not counted, and a
+  prediction of another class on a counted pixel is a miss for its label's class and a false
+  positive of none.
 
 Every metric is reported as a fraction in 0..1; reports multiply by 100.
 """
@@ -21,6 +25,7 @@ Every metric is reported as a fraction in 0..1; reports multiply by 100.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -30,11 +35,12 @@ from segdeploy.errors import SegdeployError
 class ConfusionMatrix:
     """Streaming ``num_classes x num_classes`` confusion matrix, rows = label, columns = prediction."""
 
-    def __init__(self, num_classes: int, ignore_index: int | None = None):
+    def __init__(self, num_classes: int, ignore_index: int | None = None, evaluated: Sequence[int] | None = None):
         if num_classes < 1:
             raise SegdeployError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = int(num_classes)
         self.ignore_index = ignore_index
+        self.evaluated = None if evaluated is None else tuple(evaluated)  # classes scored (None: all)
         self.counts = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
 
     def update(self, label: np.ndarray, prediction: np.ndarray, *, strict: bool = True) -> None:
@@ -67,7 +73,7 @@ class ConfusionMatrix:
         self.counts += other.counts
 
     def scores(self) -> "Scores":
-        return scores_from_counts(self.counts)
+        return scores_from_counts(self.counts, self.evaluated)
 
 
 @dataclass(frozen=True)
@@ -99,17 +105,23 @@ class Scores:
         }
 
 
-def scores_from_counts(counts: np.ndarray) -> Scores:
-    """IoU, class accuracy and pixel accuracy of a confusion matrix (rows = label)."""
+def scores_from_counts(counts: np.ndarray, evaluated: Sequence[int] | None = None) -> Scores:
+    """IoU, class accuracy and pixel accuracy of a confusion matrix (rows = label), over the
+    `evaluated` classes only when given (one IoU each, in that order; see the module docstring)."""
     counts = np.asarray(counts, dtype=np.float64)
+    if evaluated is not None:
+        index = np.asarray(evaluated, dtype=np.int64)
+        rows = counts[index]  # pixels labelled with an evaluated class, predicted as anything
+        counts, label_total = rows[:, index], rows.sum(axis=1)
+    else:
+        label_total = counts.sum(axis=1)
     tp = np.diag(counts)
-    label_total = counts.sum(axis=1)
     pred_total = counts.sum(axis=0)
     union = label_total + pred_total - tp
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = np.where(union > 0, tp / union, np.nan)
         class_acc = np.where(label_total > 0, tp / label_total, np.nan)
-    total = counts.sum()
+    total = label_total.sum()
     pixel_acc = float(tp.sum() / total) if total > 0 else float("nan")
     return Scores(iou=iou, class_accuracy=class_acc, pixel_accuracy=pixel_acc, pixels=int(total))
 

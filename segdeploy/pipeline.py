@@ -16,48 +16,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from segdeploy.atomic import atomic_write_text, sha256_file
-from segdeploy.errors import SegdeployError, UsageError
+from segdeploy.errors import SegdeployError
 from segdeploy.manifest import Manifest
+from segdeploy.manifest.locking import deploy_lock, is_bookkeeping
 from segdeploy.manifest.names import FP32_GRAPH
 from segdeploy.manifest.records import BuildState, PipelineState
-
-
-@dataclass
-class ModelEntry:
-    name: str
-    source: str
-    num_classes: int | None = None
-    model_kwargs: dict = field(default_factory=dict)
-    weights: Path | None = None
-    input_shape: str | None = None
-    classes: Path | None = None
-    dynamic: list[str] = field(default_factory=list)
-    preprocess: dict = field(default_factory=dict)
-    fuse_preprocess: bool = False  # export --fuse-preprocess (uint8 NHWC in)
-    fuse_argmax: bool = False  # export --fuse-argmax (int32 class map out)
-
-
-@dataclass
-class PipelineConfig:
-    out: Path
-    models: list[ModelEntry]
-    precisions: list[str] = field(default_factory=lambda: ["fp32", "fp16", "int8"])
-    backends: list[str] = field(default_factory=lambda: ["onnxruntime"])
-    data: Path | None = None
-    split: str | None = None
-    calib: Path | None = None
-    calib_size: int = 100
-    calib_method: str = "minmax"
-    int8_miou_budget: float | None = None  # build --miou-budget (INT8 within a budget)
-    eval_data: Path | None = None  # build --eval-data (with int8_miou_budget)
-    eval_limit: int | None = None
-    bench: dict = field(default_factory=dict)
-    deprecated: list[str] = field(default_factory=list)  # deprecation lines for the user (old key spellings)
+from segdeploy.pipeline_config import GATE_KEYS, ModelEntry, budget_options, PipelineConfig, load_config, parse_config  # noqa: F401 (public here too)
 
 
 def demo_config(out: Path | None = None) -> PipelineConfig:
@@ -89,91 +58,6 @@ def _tensorrt_installed() -> bool:
         return False
 
 
-def load_config(path: Path, out: Path | None = None) -> PipelineConfig:
-    if not path.is_file():
-        raise SegdeployError(f"pipeline config not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix.lower() == ".json":
-            raw = json.loads(text)
-        else:
-            import yaml
-
-            raw = yaml.safe_load(text)
-    except Exception as exc:  # yaml and json raise their own error types
-        raise SegdeployError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
-    return parse_config(raw, path.parent, out)
-
-
-def parse_config(raw, base: Path, out: Path | None = None) -> PipelineConfig:
-    if not isinstance(raw, dict) or not isinstance(raw.get("models"), list) or not raw["models"]:
-        raise UsageError("a pipeline config needs a non-empty `models:` list")
-    known = set(PipelineConfig.__dataclass_fields__) - {"models", "deprecated"} | {OLD_BUDGET_KEY}
-    unknown = set(raw) - known - {"models"}
-    if unknown:
-        raise UsageError(f"unknown pipeline config key(s): {', '.join(sorted(unknown))}; valid: models, {', '.join(sorted(known))}")
-    resolve = lambda v: None if v is None else (base / v if not Path(v).is_absolute() else Path(v))  # noqa: E731
-    models = [_model_entry(m, i, resolve) for i, m in enumerate(raw["models"])]
-    names = [m.name for m in models]
-    if len(set(names)) != len(names):
-        raise UsageError(f"model names must be unique in a pipeline config: {names}")
-    config = PipelineConfig(
-        out=out or resolve(raw.get("out", "deploy/pipeline")), models=models,
-        precisions=list(raw.get("precisions", ["fp32", "fp16", "int8"])),
-        backends=list(raw.get("backends", ["onnxruntime"])), data=resolve(raw.get("data")), split=raw.get("split"),
-        calib=resolve(raw.get("calib")), calib_size=int(raw.get("calib_size", 100)),
-        calib_method=raw.get("calib_method", "minmax"), int8_miou_budget=_budget(raw),
-        eval_data=resolve(raw.get("eval_data")), eval_limit=_number(raw, "eval_limit", int), bench=dict(raw.get("bench") or {}),
-    )
-    if OLD_BUDGET_KEY in raw:
-        config.deprecated.append(f"pipeline key {OLD_BUDGET_KEY} is deprecated: use int8_miou_budget")
-    from segdeploy.precision.mixed import budget_options, check_budget
-
-    # checked before any export runs, not after the first model's
-    check_budget(budget_options(config.int8_miou_budget, config.eval_data, config.eval_limit), config.precisions)
-    return config
-
-
-OLD_BUDGET_KEY = "int8_max_miou_drop"  # the budget's first spelling, still read
-
-
-def _budget(raw: dict) -> float | None:
-    if OLD_BUDGET_KEY in raw and "int8_miou_budget" in raw:
-        raise UsageError(f"give int8_miou_budget only ({OLD_BUDGET_KEY} is its deprecated spelling)")
-    return _number(raw, OLD_BUDGET_KEY if OLD_BUDGET_KEY in raw else "int8_miou_budget", float)
-
-
-def _number(raw: dict, key: str, kind):
-    value = raw.get(key)
-    if value is None:
-        return None
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"pipeline config `{key}` must be a number, got {value!r}") from None
-
-
-def _model_entry(raw, index: int, resolve) -> ModelEntry:
-    if not isinstance(raw, dict) or "source" not in raw:
-        raise UsageError(f"models[{index}] needs at least `source:` (a registry name, file.py:Factory or TorchScript file)")
-    unknown = set(raw) - set(ModelEntry.__dataclass_fields__)
-    if unknown:
-        raise UsageError(f"models[{index}]: unknown key(s) {', '.join(sorted(unknown))}")
-    source = str(raw["source"])
-    target, sep, attr = source.rpartition(":")
-    if sep and target.endswith(".py"):
-        source = f"{resolve(target)}:{attr}"
-    elif Path(source).suffix and not sep:
-        source = str(resolve(source))
-    return ModelEntry(
-        name=str(raw.get("name") or Path(source).stem), source=source, num_classes=raw.get("num_classes"),
-        model_kwargs=dict(raw.get("model_kwargs") or {}), weights=resolve(raw.get("weights")),
-        input_shape=raw.get("input_shape"), classes=resolve(raw.get("classes")), dynamic=list(raw.get("dynamic") or []),
-        preprocess=dict(raw.get("preprocess") or {}),
-        fuse_preprocess=bool(raw.get("fuse_preprocess", False)), fuse_argmax=bool(raw.get("fuse_argmax", False)),
-    )
-
-
 # -- running ---------------------------------------------------------------------------------------
 
 
@@ -187,21 +71,50 @@ class PipelineResult:
 
 
 def run_pipeline(config: PipelineConfig, step: Callable[[str], None] = lambda _: None) -> PipelineResult:
-    """Export, build and bench every model of the config; returns the summary rows and files."""
+    """Export, build and bench every model of the config; returns the summary rows and files.
+
+    Every model's deploy directory is checked before any work (`check_outputs`) and locked while
+    the pipeline works in it."""
+    directories = check_outputs(config)
     rows, reused, passed = [], [], True
     for model in config.models:
-        directory = config.out / model.name
-        if _export(model, directory, step):
-            reused.append(f"{model.name}: export")
-        for backend in config.backends:
-            if _build(config, directory, backend, step):
-                reused.append(f"{model.name}: build {backend}")
-        step(f"{model.name}: bench")
-        result = _bench(config, directory)
+        directory = directories[model.name]
+        directory.mkdir(parents=True, exist_ok=True)
+        with deploy_lock(directory, "pipeline"):
+            if _export(model, directory, step):
+                reused.append(f"{model.name}: export")
+            for backend in config.backends:
+                if _build(config, directory, backend, step):
+                    reused.append(f"{model.name}: build {backend}")
+            step(f"{model.name}: bench")
+            result = _bench(config, directory)
         passed = passed and result.passed
         rows.extend(_rows(model.name, result.report))
     files = _write_summary(config.out, rows)
     return PipelineResult(config.out, rows, files, reused, passed)
+
+
+def check_outputs(config: PipelineConfig) -> dict[str, Path]:
+    """Each model's deploy directory `out/<name>`; refused before any work when writing there could
+    destroy what is not a deploy directory this pipeline made (a user's folder, another export, a link)."""
+    out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise SegdeployError(f"pipeline out {out} exists and is not a folder", "choose another out:")
+    directories = {}
+    for model in config.models:
+        directory = out / model.name
+        if directory.is_symlink() or (directory.exists() and not directory.is_dir()):
+            raise SegdeployError(f"{directory} is {'a symbolic link' if directory.is_symlink() else 'not a folder'}; "
+                                 "the pipeline writes only its own folders under out", "give the model another name:")
+        if Manifest.exists(directory):
+            if Manifest.load(directory).pipeline is None:
+                raise SegdeployError(f"{directory} holds an export not made by a pipeline; the pipeline would replace it",
+                                     "give the model another name: or out:, or move that folder away")
+        elif directory.is_dir() and any(not is_bookkeeping(p.name) for p in directory.iterdir()):
+            raise SegdeployError(f"{directory} is not empty and is not a deploy directory",
+                                 "give the model another name: or out:")
+        directories[model.name] = directory
+    return directories
 
 
 def _key(data) -> str:
@@ -227,10 +140,8 @@ def _export(model: ModelEntry, directory: Path, step) -> bool:
         dynamic=parse_dynamic(",".join(model.dynamic)), classes_file=model.classes,
         preprocess=Preprocess.from_dict(model.preprocess) if model.preprocess else Preprocess(), force=True,
         fusion=Fusion(model.fuse_preprocess, model.fuse_argmax),
+        pipeline=PipelineState(export_key=key),  # written with the export: marks the directory as ours
     ))
-    manifest = Manifest.load(directory)
-    manifest.pipeline = PipelineState(export_key=key)
-    manifest.save()
     return False
 
 
@@ -238,19 +149,19 @@ def _build(config: PipelineConfig, directory: Path, backend: str, step) -> bool:
     from segdeploy.build import BuildOptions, build_artifacts
     from segdeploy.data import find_images
     from segdeploy.precision.graphs import QuantOptions
-    from segdeploy.precision.mixed import budget_options
 
     manifest = Manifest.load(directory)
     calib = config.calib
     calib_key = [sha256_file(p) for p in find_images(calib)] if calib else None
     key = _key({"graph": manifest.artifact(FP32_GRAPH.name).sha256, "precisions": config.precisions, "backend": backend,
                 "calib": calib_key, "calib_size": config.calib_size, "method": config.calib_method,
-                "budget": [config.int8_miou_budget, config.eval_data, config.eval_limit]})
+                "budget": [config.int8_miou_budget, config.eval_data, config.eval_limit, config.confirm_data,
+                           config.split_block, config.accept_unconfirmed]})
     state = manifest.pipeline.builds.get(backend) if manifest.pipeline else None
     if state and state.key == key and all(_verifies(manifest, n) for n in state.artifacts):
         return True
     step(f"{directory.name}: build {', '.join(config.precisions)} for {backend}")
-    budget = budget_options(config.int8_miou_budget, config.eval_data, config.eval_limit)
+    budget = budget_options(config)
     options = BuildOptions(calib=calib, calib_size=config.calib_size, quant=QuantOptions(method=config.calib_method),
                            budget=budget)
     result = build_artifacts(directory, list(config.precisions), backend, options, step=step, warn=lambda _: None)
@@ -273,12 +184,8 @@ def _bench(config: PipelineConfig, directory: Path):
     from segdeploy.bench.gates import GateOptions
     from segdeploy.bench.benchmark import BenchOptions, run_bench
 
-    settings = dict(config.bench)
-    gates = GateOptions(**{k: settings.pop(k) for k in ("max_miou_drop", "min_agreement", "max_latency_ms") if k in settings})
-    allowed = set(BenchOptions.__dataclass_fields__) - {"data", "split", "gates", "report_dir", "artifacts"}
-    unknown = set(settings) - allowed
-    if unknown:
-        raise UsageError(f"unknown bench setting(s) in the pipeline config: {', '.join(sorted(unknown))}")
+    settings = dict(config.bench)  # keys and values checked with the config (`pipeline_config`)
+    gates = GateOptions(**{k: settings.pop(k) for k in GATE_KEYS if k in settings})
     options = BenchOptions(data=config.data, split=config.split, gates=gates, **settings)
     return run_bench(directory, options)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from segdeploy.atomic import atomic_path
-from segdeploy.errors import SegdeployError
+from segdeploy.errors import SegdeployError, printable
 
 
 def pyplot():
@@ -18,6 +18,11 @@ def pyplot():
     except ImportError:
         raise SegdeployError("plots need matplotlib", "pip install matplotlib, or pass --no-plots") from None
     return plt
+
+
+def literal(text) -> str:
+    """A user's name (file stem, class) as plain plot text: undecodable bytes escaped, `$` not mathtext."""
+    return printable(str(text)).replace("$", r"\$")
 
 
 def save_figure(plt, figure, path: Path) -> Path:

@@ -22,6 +22,7 @@ compares that map with the label at the label's own resolution.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
@@ -57,8 +58,13 @@ class Preprocess:
     def __post_init__(self) -> None:
         if len(self.mean) != 3 or len(self.std) != 3:
             raise UsageError("mean and std need three values (one per channel), e.g. 123.675,116.28,103.53")
+        if not all(math.isfinite(v) for v in (*self.mean, *self.std, self.scale)):
+            raise UsageError(f"mean, std and scale must be finite numbers, got mean {list(self.mean)}, "
+                             f"std {list(self.std)}, scale {self.scale}")
         if any(s <= 0 for s in self.std):
             raise UsageError(f"std values must be positive, got {list(self.std)}")
+        if self.scale <= 0:
+            raise UsageError(f"scale must be positive, got {self.scale}")
         if self.channel_order not in ("RGB", "BGR"):
             raise UsageError(f"channel order must be RGB or BGR, got {self.channel_order!r}")
         if self.resize not in RESIZE_POLICIES:
@@ -138,16 +144,3 @@ def check_image(image: np.ndarray) -> np.ndarray:
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise UsageError(f"expected an HxWx3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
     return image
-
-
-def load_rgb(path) -> np.ndarray:
-    """Read an image file as HxWx3 uint8 RGB; unreadable files raise a one-line error."""
-    from segdeploy.errors import SegdeployError
-
-    try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
-    except FileNotFoundError:
-        raise SegdeployError(f"image not found: {path}") from None
-    except (OSError, ValueError) as exc:
-        raise SegdeployError(f"cannot read image {path}: {exc}", "is it a valid JPEG/PNG?") from None

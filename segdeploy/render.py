@@ -7,6 +7,7 @@ result objects the library returns; `--json` prints those dicts themselves.
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.table import Table
 
 BENCH_COLUMNS = ("artifact", "backend", "precision", "p50 ms", "p90 ms", "p99 ms", "img/s", "e2e p50 ms",
@@ -44,12 +45,12 @@ def export_text(data: dict, megabytes: float) -> str:
            else f", max abs err {c['max_abs_error']:.2e}, rel err {c['rel_error']:.2e}")
         for c in data["parity"]["checks"]
     )
-    lines = [f"[bold green]exported[/] {data['onnx']} (opset {data['opset']}, {megabytes:.1f} MB)"]
+    lines = [f"{data['onnx']} (opset {data['opset']}, {megabytes:.1f} MB)"]
     if data["rewrites"]:
         lines.append("rewrites: " + "; ".join(data["rewrites"]))
     lines.append(f"parity vs PyTorch: {checks}")
     lines.append("time: " + ", ".join(f"{name} {sec:.1f}s" for name, sec in data["timings_s"].items()))
-    return "\n".join(lines)
+    return "[bold green]exported[/] " + escape("\n".join(lines))  # paths are text, never markup
 
 
 # -- build -----------------------------------------------------------------------------------------
@@ -76,7 +77,11 @@ def mixed_precision_lines(record: dict) -> list[str]:
                f"kept {len(kept)} of {record['quantized_nodes']} quantized layers in float: drop {naive['drop']:.2f} → {final['drop']:.2f}")
     noise = record.get("drop_standard_error")
     noise_text = f" (drop standard error ±{noise:.2f})" if noise is not None else ""
-    lines = [f"budget {record['budget_miou_drop']} mIoU: {verdict}{noise_text}; evaluated on {record['eval']['description']}"]
+    confirmation = record.get("confirmation")
+    chosen = "chosen on" if confirmation else "evaluated on"
+    lines = [f"budget {record['budget_miou_drop']} mIoU: {verdict}{noise_text}; {chosen} {record['eval']['description']}"]
+    if confirmation:
+        lines.append(_confirmation_line(record["budget_miou_drop"], confirmation, record.get("split") or {}))
     if kept:
         lines.append(f"in float: {', '.join(kept[:8])}" + (f" … (+{len(kept) - 8})" if len(kept) > 8 else ""))
     mixed = f", mixed {lat['mixed_int8']:.2f} ms" if lat.get("mixed_int8") is not None else ""
@@ -84,9 +89,22 @@ def mixed_precision_lines(record: dict) -> list[str]:
     return lines
 
 
+def _confirmation_line(budget: float, c: dict, split: dict) -> str:
+    """The chosen graph on the confirmation part (`precision.confirm`), with the verdict."""
+    low, high = c["interval"]
+    naive = f"; naive INT8 {c['naive_drop']:.2f} on them" if c.get("naive_drop") is not None else ""
+    figures = f"drop {c['drop']:.2f} ({c['interval_level']:.0%} interval {low:.2f} to {high:.2f}{naive})"
+    given = split.get("confirmation", {}).get("data")
+    how = f"; given by --confirm-data {given}" if given else (f"; split in blocks of {split['block']}" if split else "")
+    if c["confirmed"]:
+        return f"confirmed on {c['images']} other images: {figures} <= budget {budget}{how}"
+    accepted = " (written with --accept-unconfirmed)" if c.get("accepted_unconfirmed") else ""
+    return f"NOT confirmed on {c['images']} other images: {figures} > budget {budget}{accepted}{how}"
+
+
 def build_text(data: dict) -> str:
     """The build's result (`BuildResult` as a dict) in lines: one per artifact, then its evidence."""
-    lines = [f"[bold green]built[/] in {data['deploy_dir']}"]
+    lines = [f"in {data['deploy_dir']}"]
     for item in data["artifacts"]:
         lines.append(_artifact_line(item))
         comparison = (item.get("calibration") or {}).get("comparison") if item["new"] else None
@@ -95,7 +113,7 @@ def build_text(data: dict) -> str:
         if item.get("mixed_precision"):
             lines += ["    " + line for line in mixed_precision_lines(item["mixed_precision"])]
     lines += [f"  note: {note}" for note in data["notes"]]
-    return "\n".join(lines)
+    return "[bold green]built[/] " + escape("\n".join(lines))  # paths are text, never markup
 
 
 def _artifact_line(item: dict) -> str:
@@ -138,13 +156,24 @@ def bench_rows(report: dict) -> list[list[str]]:
     return rows
 
 
+def class_mapping_line(report: dict) -> str | None:
+    """How the model's classes were scored against the labels, when the two class sets differ (bench.md, the table's footer)."""
+    mapping = report.get("class_mapping")
+    if not mapping or (mapping["model_classes"] == mapping["dataset_classes"] and not mapping["not_evaluated"]):
+        return None
+    return (f"the model outputs {mapping['model_classes']} classes, the data has {mapping['dataset_classes']}, "
+            f"{mapping['evaluated_classes']} evaluated; {mapping['rule']}")
+
+
 def bench_tables(report: dict, gates: list) -> list[Table]:
-    """The bench table, and the gate table if any gate ran."""
-    table = Table(title=f"segdeploy bench: {report['model']['name']} on {report['data']['images']} images")
+    """The bench table (with the class mapping as its caption, if any), and the gate table if any gate ran."""
+    mapping = class_mapping_line(report)
+    table = Table(title=f"segdeploy bench: {escape(str(report['model']['name']))} on {report['data']['images']} images",
+                  caption=escape(f"classes: {mapping}") if mapping else None, caption_justify="left")
     for column in BENCH_COLUMNS:
         table.add_column(column, no_wrap=column in ("artifact",), justify="left" if column in BENCH_COLUMNS[:3] else "right")
     for row in bench_rows(report):
-        table.add_row(*row)
+        table.add_row(*map(escape, row))  # cells are text (a skip reason may hold a path), never markup
     if not gates:
         return [table]
     verdicts = Table(title="gates")
@@ -158,12 +187,12 @@ def bench_tables(report: dict, gates: list) -> list[Table]:
 # -- pipeline / run / inspect ----------------------------------------------------------------------
 
 def pipeline_table(out, rows: list[dict]) -> Table:
-    table = Table(title=f"segdeploy pipeline → {out}")
+    table = Table(title=f"segdeploy pipeline → {escape(str(out))}")
     for column in PIPELINE_COLUMNS:
         table.add_column(column, justify="left" if column in PIPELINE_COLUMNS[:4] else "right")
     for row in rows:
         if "skipped" in row:
-            table.add_row(row["model"], row["artifact"], "–", "–", f"skipped: {row['skipped']}", *["–"] * 5)
+            table.add_row(row["model"], row["artifact"], "–", "–", f"skipped: {escape(row['skipped'])}", *["–"] * 5)
             continue
         table.add_row(row["model"], row["artifact"], row["backend"], row["precision"],
                       *(fmt_number(row[k], d) for k, d in (("p50_ms", 2), ("p99_ms", 2), ("throughput", 1), ("miou", 2))),

@@ -27,6 +27,7 @@ from segdeploy.backends.select import cannot_run_here, make_runner
 from segdeploy.errors import SegdeployError
 from segdeploy.evaluation.outputs import class_map_batch, is_class_map
 from segdeploy.graph_spec import GraphSpec
+from segdeploy.images import frame_to_rgb8
 from segdeploy.manifest import FILENAME, Manifest
 from segdeploy.preprocess import Preprocess
 
@@ -89,7 +90,10 @@ class Segmenter:
 
     # -- inference -------------------------------------------------------------------------------
     def __call__(self, image: np.ndarray, *, bgr: bool = False, probabilities: bool = False):
-        """HxWx3 uint8 image → HxW class map (uint8 when the classes fit, else int32) [, CxHxW probabilities]."""
+        """HxWx3 uint8 image → HxW class map (uint8 when the classes fit, else int32) [, CxHxW probabilities].
+
+        uint16 frames are scaled to 8 bits (>> 8); float, empty and non-3-channel frames are refused
+        (`segdeploy.images.frame_to_rgb8`)."""
         return self.predict_batch([image], bgr=bgr, probabilities=probabilities)[0]
 
     def predict_batch(self, images: Sequence[np.ndarray], *, bgr: bool = False, probabilities: bool = False) -> list:
@@ -102,6 +106,8 @@ class Segmenter:
             )
         if not images:
             return []
+        # every frame checked (and uint16 scaled) before any inference: a bad frame fails the call up front
+        images = [frame_to_rgb8(image, f"frame {index}" if len(images) > 1 else "frame") for index, image in enumerate(images)]
         if len(images) > 1 and not self.batch_dynamic:
             return [r for image in images for r in self.predict_batch([image], bgr=bgr, probabilities=probabilities)]
         start = time.perf_counter()
@@ -121,8 +127,6 @@ class Segmenter:
             self._buffer = np.empty(shape, dtype=self.spec.numpy_dtype)
         geometries = []
         for index, image in enumerate(images):
-            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-                raise SegdeployError(f"expected an HxWx3 uint8 image, got shape {image.shape} dtype {image.dtype}")
             rgb = np.ascontiguousarray(image[..., ::-1]) if bgr else image
             if self.spec.fused_preprocess:  # the graph normalises: resize only
                 self._buffer[index], geometry = self.preprocess.resize_image(rgb, self.input_hw)

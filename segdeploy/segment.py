@@ -13,7 +13,7 @@ from segdeploy.atomic import atomic_path
 from segdeploy.timing import summarize
 from segdeploy.data import IMAGE_SUFFIXES, find_images
 from segdeploy.errors import SegdeployError
-from segdeploy.preprocess import load_rgb
+from segdeploy.images import read_rgb
 from segdeploy.visualize import overlay
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
@@ -50,7 +50,7 @@ def frames(paths: list[Path]) -> Iterator[tuple[str, np.ndarray]]:
         if path.suffix.lower() in VIDEO_SUFFIXES:
             yield from _video_frames(path)
         else:
-            yield path.stem, load_rgb(path)
+            yield path.stem, read_rgb(path)
 
 
 def _video_frames(path: Path) -> Iterator[tuple[str, np.ndarray]]:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.helpers import export_unet, write_images
+from tests.helpers import CALIB, NET, export_demo, export_unet, invoke, run_cli, write_images
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -23,13 +22,9 @@ CAMVID_MODEL = SHARED / "models" / "camvid_lraspp_mbv3.pth"
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, os.cpu_count() or 1)))
 
 
-def run_segdeploy(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_segdeploy(*args: str, cwd: Path | None = None, env: dict | None = None):
     """Run the real CLI in a subprocess (exit codes, stderr, files exactly as a user sees them)."""
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    full_env.pop("SEGDEPLOY_DEBUG", None) if not (env or {}).get("SEGDEPLOY_DEBUG") else None
-    return subprocess.run(
-        [sys.executable, "-m", "segdeploy", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600
-    )
+    return run_cli(*args, cwd=cwd, env=env)
 
 
 class _Result:
@@ -39,20 +34,7 @@ class _Result:
 
 def invoke_segdeploy(*args: str, cwd: Path | None = None) -> _Result:
     """Run the CLI in-process (Typer's CliRunner): same app, same exit codes, no torch re-import."""
-    from typer.testing import CliRunner
-
-    from segdeploy.cli import app
-
-    previous = Path.cwd()
-    try:
-        if cwd is not None:
-            os.chdir(cwd)
-        result = CliRunner().invoke(app, list(args))
-    finally:
-        os.chdir(previous)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return _Result(result.exit_code, result.stdout, result.stderr)
+    return _Result(*invoke(*args, cwd=cwd, quiet=False))
 
 
 @pytest.fixture
@@ -91,6 +73,41 @@ def deploy(exported, tmp_path):
         return target
 
     return make
+
+
+@pytest.fixture(scope="session")
+def demo_export(tmp_path_factory) -> Path:
+    """calib/demo/best.pth (a U-Net trained on calib/: its class maps vary) exported at 1x3x96x128: read-only."""
+    return export_demo(tmp_path_factory.mktemp("demo") / "demo")
+
+
+@pytest.fixture
+def demo_copy(demo_export, tmp_path) -> Path:
+    """A private copy of the demo export, for tests that write into it."""
+    target = tmp_path / "deploy"
+    shutil.copytree(demo_export, target)
+    return target
+
+
+@pytest.fixture
+def tiny(tmp_path) -> tuple[Path, Path]:
+    """A two-layer net (`tests.helpers.NET`, seed 0) exported and built at FP16: (deploy directory, the model file)."""
+    net = tmp_path / "net.py"
+    net.write_text(textwrap.dedent(NET))
+    deploy = tmp_path / "tiny"
+    assert invoke("export", f"{net}:build", "--input-shape", "1x3x32x48", "-o", deploy)[0] == 0
+    assert invoke("build", deploy, "-p", "fp16", "--calib-size", "4")[0] == 0
+    return deploy, net
+
+
+@pytest.fixture
+def scene_images(tmp_path) -> Path:
+    """Three calib/ images in a folder of their own (no classes.json: the tiny model has its own classes)."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("scene_0000.jpg", "scene_0001.jpg", "scene_0002.jpg"):
+        shutil.copy(CALIB / "images" / name, folder)
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from segdeploy.atomic import sha256_file
 from segdeploy.cli import app
 from segdeploy.manifest import Manifest
 
-from tests.helpers import CALIB, canvases, export_demo, graph_outputs, requires_tensorrt, write_images
+from tests.helpers import CALIB, canvases, graph_outputs, requires_tensorrt, write_images
 
 runner = CliRunner()
 
@@ -25,11 +25,6 @@ def build(*args: str):
 
 def _files(directory):
     return sorted(p.name for p in directory.iterdir())
-
-
-@pytest.fixture(scope="module")
-def demo_export(tmp_path_factory):
-    return export_demo(tmp_path_factory.mktemp("demo") / "deploy")
 
 
 def test_onnxruntime_fp16_int8_recorded_and_their_drift_measured(demo_export, tmp_path):

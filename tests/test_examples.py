@@ -83,13 +83,6 @@ def test_ros_node_conversions():
         node.image_from_msg("mono16", 5, 7, 14, bytes(70))
 
 
-@pytest.fixture(scope="module")
-def demo_deploy(tmp_path_factory):
-    from tests.helpers import export_demo
-
-    return export_demo(tmp_path_factory.mktemp("ros") / "deploy")
-
-
 def _bgr_message(image: np.ndarray) -> tuple:
     """A bgr8 sensor_msgs/Image's fields for an RGB image, rows padded to a larger step."""
     h, w, _ = image.shape
@@ -98,7 +91,7 @@ def _bgr_message(image: np.ndarray) -> tuple:
     return "bgr8", h, w, w * 3 + 5, rows.tobytes()
 
 
-def test_ros_node_segments_a_bgr_message_like_the_segmenter(demo_deploy):
+def test_ros_node_segments_a_bgr_message_like_the_segmenter(demo_export):
     """The node's per-message work on the trained demo model: a bgr8 camera frame gives the class map
     the Segmenter gives for the RGB frame (a channel-order slip would change the trained model's maps)."""
     from PIL import Image
@@ -107,7 +100,7 @@ def test_ros_node_segments_a_bgr_message_like_the_segmenter(demo_deploy):
 
     node = _ros_node()
     image = np.asarray(Image.open(REPO / "calib" / "images" / "scene_0003.jpg").convert("RGB"))
-    with Segmenter(demo_deploy) as seg:
+    with Segmenter(demo_export) as seg:
         want = seg(image)
         fields = node.segment_message(seg, *_bgr_message(image))
         swapped = seg(np.ascontiguousarray(image[..., ::-1]))
@@ -116,7 +109,7 @@ def test_ros_node_segments_a_bgr_message_like_the_segmenter(demo_deploy):
     assert np.array_equal(np.frombuffer(fields["data"], np.uint8).reshape(image.shape[:2]), want)
 
 
-def test_ros_node_publishes_under_ros2(demo_deploy):
+def test_ros_node_publishes_under_ros2(demo_export):
     """With ROS 2 installed: the real node, fed a sensor_msgs/Image, publishes the class map (unverified
     here: rclpy is not installed on the machine this was written on)."""
     rclpy = pytest.importorskip("rclpy", reason="ROS 2 (rclpy) is not installed here")
@@ -131,7 +124,7 @@ def test_ros_node_publishes_under_ros2(demo_deploy):
     encoding, h, w, step, data = _bgr_message(image)
     rclpy.init()
     try:
-        node = node_module.node_class()(parameter_overrides=[Parameter("deploy_dir", value=str(demo_deploy))])
+        node = node_module.node_class()(parameter_overrides=[Parameter("deploy_dir", value=str(demo_export))])
         published = []
         node.publisher = type("P", (), {"publish": staticmethod(published.append)})()
         node.on_image(Image(encoding=encoding, height=h, width=w, step=step, data=data))
@@ -139,7 +132,7 @@ def test_ros_node_publishes_under_ros2(demo_deploy):
         node.destroy_node()
     finally:
         rclpy.shutdown()
-    with Segmenter(demo_deploy) as seg:
+    with Segmenter(demo_export) as seg:
         want = seg(image)
     assert len(published) == 1 and published[0].encoding == "mono8"
     assert np.array_equal(np.frombuffer(bytes(published[0].data), np.uint8).reshape(h, w), want)

@@ -129,3 +129,30 @@ def test_empty_matrix_scores_are_nan():
     scores = scores_from_counts(np.zeros((3, 3)))
     assert math.isnan(scores.miou) and math.isnan(scores.pixel_accuracy)
     assert scores.to_dict()["miou"] is None
+
+
+def test_scores_over_evaluated_classes_follow_the_definition():
+    """Void predicted on a labelled pixel is a miss for its label's class and nobody's false positive;
+    labels of a class not evaluated are not counted. Checked against counts made pixel by pixel."""
+    rng = np.random.default_rng(3)
+    label = rng.integers(0, 5, 4000)  # labels 0..3 (class 2 not evaluated), 4 = ignore
+    prediction = rng.integers(0, 6, 4000)  # 4 and 5: model classes the data does not evaluate
+    evaluated = (0, 1, 3)
+    matrix = ConfusionMatrix(6, ignore_index=4, evaluated=evaluated)
+    matrix.update(label, prediction)
+    scores = matrix.scores()
+    counted = np.isin(label, evaluated)
+    for position, c in enumerate(evaluated):
+        tp = np.sum((label == c) & (prediction == c))
+        fn = np.sum((label == c) & (prediction != c))
+        fp = np.sum(counted & (label != c) & (prediction == c))
+        assert scores.iou[position] == pytest.approx(tp / (tp + fp + fn))
+        assert scores.class_accuracy[position] == pytest.approx(tp / (tp + fn))
+    assert scores.pixels == counted.sum()
+    assert scores.pixel_accuracy == pytest.approx(np.mean(label[counted] == prediction[counted]))
+    # Not the same as either shortcut: dropping void-predicted pixels, or scoring every class.
+    kept = counted & np.isin(prediction, evaluated)
+    shortcut = ConfusionMatrix(6, ignore_index=4, evaluated=evaluated)
+    shortcut.update(label[kept], prediction[kept])
+    assert shortcut.scores().miou > scores.miou + 0.01
+    assert len(ConfusionMatrix(6, 4).scores().iou) == 6

@@ -103,6 +103,18 @@ def test_old_budget_key_is_read_with_a_deprecation_line(cli, tmp_path):
     assert "unknown model 'nope'" in lines[-1]
 
 
+def test_budget_confirmation_keys_become_the_builds_options(tmp_path):
+    from segdeploy.pipeline_config import budget_options, parse_config
+
+    (tmp_path / "held").mkdir()
+    config = parse_config({"models": [{"source": "unet"}], "precisions": ["int8"], "int8_miou_budget": 0.2,
+                           "confirm_data": "held", "split_block": 5, "accept_unconfirmed": True,
+                           "sensitivity_workers": 2}, tmp_path)
+    options = budget_options(config)
+    assert (options.miou_budget, options.confirm_data, options.split_block, options.accept_unconfirmed, options.workers) == (
+        0.2, tmp_path / "held", 5, True, 2)
+
+
 def test_config_with_best_calibration_method(tmp_path):
     """`calib_method: best` reaches the build: three methods compared, and the INT8 graph written is
     the one the table says won, with the agreement measured here independently."""
@@ -131,18 +143,24 @@ def test_config_with_best_calibration_method(tmp_path):
     "text, message",
     [
         ("models: []", "non-empty `models:` list"),
-        ("models: [{name: x}]", "needs at least `source:`"),
-        ("models: [{source: unet, colour: red}]", "unknown key(s) colour"),
-        ("models: [{source: unet}]\nprecison: [fp16]", "unknown pipeline config key(s): precison"),
+        ("models: [{name: x}]", "models[0]: missing source"),
+        ("models: [{source: unet, colour: red}]", "models[0]: unknown key(s) 'colour'"),
+        ("models: [{source: unet}]\nprecison: [fp16]", "unknown key(s) 'precison'"),
         ("models: [{source: unet}, {source: unet}]", "model names must be unique"),
         ("models: [unclosed", "is not valid YAML"),
-        ("models: [{source: unet}]\nint8_miou_budget: lots", "`int8_miou_budget` must be a number"),
-        ("models: [{source: unet}]\nint8_max_miou_drop: lots", "`int8_max_miou_drop` must be a number"),
+        ("models: [{source: unet}]\nint8_miou_budget: lots", "int8_miou_budget: expected a number >= 0, got the string 'lots'"),
+        ("models: [{source: unet}]\nint8_max_miou_drop: lots", "int8_max_miou_drop: expected a number >= 0, got the string 'lots'"),
         ("models: [{source: unet}]\nint8_miou_budget: 1\nint8_max_miou_drop: 1", "give int8_miou_budget only"),
         ("models: [{source: unet}]\neval_limit: 8", "only apply with --miou-budget"),
+        ("models: [{source: unet}]\nconfirm_data: val", "--confirm-data only apply with --miou-budget"),
+        ("models: [{source: unet}]\nprecisions: [int8]\nint8_miou_budget: 1\naccept_unconfirmed: 'no'",
+         "accept_unconfirmed: expected true or false, got the string 'no'"),
+        ("models: [{source: unet}]\nprecisions: [int8]\nint8_miou_budget: 1\nsensitivity_workers: 0",
+         "sensitivity_workers: expected a whole number >= 1, got the number 0"),
     ],
 )
 def test_bad_configs(cli, tmp_path, text, message):
+    (tmp_path / "val").mkdir()  # a folder that exists, for the keys that name one
     (tmp_path / "p.yaml").write_text(text)
     proc = cli("pipeline", str(tmp_path / "p.yaml"))
     assert proc.returncode in (1, 2) and message in proc.stderr, proc.stderr

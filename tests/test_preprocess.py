@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segdeploy.errors import SegdeployError, UsageError
-from segdeploy.preprocess import IMAGENET_MEAN, IMAGENET_STD, Geometry, Preprocess, load_rgb
+from segdeploy.errors import UsageError
+from segdeploy.preprocess import IMAGENET_MEAN, IMAGENET_STD, Geometry, Preprocess
 
 
 def _image(h=60, w=100, seed=0):
@@ -136,13 +136,3 @@ def test_wrong_image_type_raises():
     with pytest.raises(UsageError, match="HxWx3 uint8"):
         Preprocess()(np.zeros((10, 10, 3), np.float32), (16, 16))
 
-
-def test_load_rgb(tmp_path):
-    Image.fromarray(np.full((7, 9), 77, np.uint8)).save(tmp_path / "grey.png")
-    rgb = load_rgb(tmp_path / "grey.png")
-    assert rgb.shape == (7, 9, 3) and rgb.dtype == np.uint8 and (rgb == 77).all()
-    with pytest.raises(SegdeployError, match="not found"):
-        load_rgb(tmp_path / "missing.jpg")
-    (tmp_path / "bad.jpg").write_bytes(b"not an image")
-    with pytest.raises(SegdeployError, match="cannot read image"):
-        load_rgb(tmp_path / "bad.jpg")

@@ -79,7 +79,7 @@ def test_artifact_choice_and_refusals(deploy, tmp_path):
     with pytest.raises(SegdeployError, match="no artifact 'trt-int8'"):
         Segmenter(out, artifact="trt-int8")
     with Segmenter(out) as seg:
-        with pytest.raises(SegdeployError, match="HxWx3 uint8"):
+        with pytest.raises(SegdeployError, match="expected H×W×3"):
             seg(np.zeros((10, 10), dtype=np.uint8))
     seg.close()
     with pytest.raises(SegdeployError, match="closed"):

@@ -41,14 +41,23 @@ class TorchRunner(Runner):
         return {self.output_name: out.detach().cpu().numpy() if hasattr(out, "detach") else np.asarray(out)}
 
 
-def reference_module(manifest):
-    """The exported model as PyTorch eager (one logits output), refusing weights that differ from the export's."""
+def reference_module(manifest, unsafe_load: bool = False):
+    """The exported model as PyTorch eager (one logits output), refusing weights that differ from the export's.
+
+    A checkpoint exported with --unsafe-load (pickled objects) is unpickled again only with
+    `unsafe_load` (bench --unsafe-load): trusting a file once is not trusting it forever."""
     from segdeploy.models.loading import load_model, weights_fingerprint
     from segdeploy.models.outputs import LogitsModel
 
     record = manifest.model
+    if record.unsafe_load and not unsafe_load:
+        raise SegdeployError(
+            f"{manifest.directory} was exported with --unsafe-load: rebuilding its PyTorch reference unpickles "
+            f"{record.weights} again",
+            "pass --unsafe-load to bench if you still trust that file",
+        )
     loaded = load_model(record.source, model_kwargs=record.model_kwargs, num_classes=record.num_classes_arg,
-                        weights=record.weights)
+                        weights=record.weights, weights_key=record.weights_key, unsafe_load=unsafe_load)
     if record.weights_fingerprint and weights_fingerprint(loaded.module) != record.weights_fingerprint:
         raise SegdeployError(
             "cannot rebuild the PyTorch reference: its weights differ from those exported "

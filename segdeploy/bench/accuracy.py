@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from segdeploy.classes import ClassMapping
 from segdeploy.evaluation.batches import BatchReader
 from segdeploy.evaluation.engine import Predictor, evaluate
 
@@ -17,20 +18,20 @@ LABELS_DRIFT = "n/a: the artifact outputs class maps (fused argmax), not logits"
 
 
 def measure_accuracy(predictors: dict[str, Predictor], reference: str, dataset, preprocess, input_hw: Sequence[int], *,
-                     num_classes: int, batch_size: int, limit: int | None, on_batch=None) -> dict:
-    """Evaluate every predictor (the reference first) and return per-target accuracy + drift."""
-    classes = dataset.classes
+                     classes: ClassMapping, batch_size: int, limit: int | None, on_batch=None) -> dict:
+    """Evaluate every predictor (the reference first) and return per-target accuracy + drift; `classes`
+    says how the model's classes are scored against the labels (drift compares all model classes)."""
     reader = BatchReader(dataset, preprocess, input_hw, batch_size, limit=limit)
-    result = evaluate(predictors, reader, num_classes=num_classes, ignore_index=classes.ignore_index if classes else None,
-                      reference=reference, input_hw=input_hw, compare_outputs=True,
-                      class_names=tuple(classes.names) if classes else (), on_batch=on_batch)
+    result = evaluate(predictors, reader, classes=classes, reference=reference, input_hw=input_hw, compare_outputs=True,
+                      on_batch=on_batch)
     report = result.to_dict()
     per_target = report["predictors"]
     for name, outcome in result.results.items():
         if outcome.outputs is not None:
             per_target[name]["logits_vs_reference"] = _logit_drift(outcome.outputs)
     _add_deltas(per_target, reference, result.class_names)
-    return {"images": result.images, "labelled": dataset.has_labels, "targets": per_target}
+    return {"images": result.images, "labelled": dataset.has_labels, "targets": per_target,
+            "class_mapping": classes.to_dict()}
 
 
 def _logit_drift(outputs) -> dict:

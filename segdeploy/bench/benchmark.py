@@ -13,18 +13,20 @@ from typing import Callable
 
 import numpy as np
 
+from segdeploy.atomic import check_writable_dir
 from segdeploy.bench.accuracy import measure_accuracy
 from segdeploy.bench.environment import environment
 from segdeploy.bench.gates import GateOptions, GateResult, check_gates, load_baseline
 from segdeploy.timing import summarize, time_interleaved
 from segdeploy.bench.targets import REFERENCE, Target, select_targets
-from segdeploy.classes import ClassInfo
-from segdeploy.errors import SegdeployError, UsageError
+from segdeploy.classes import ClassMapping, match_classes
+from segdeploy.errors import SegdeployError, UsageError, printable
 from segdeploy.evaluation.batches import BatchReader
 from segdeploy.evaluation.engine import graph_predictor
 from segdeploy.evaluation.outputs import class_map_batch, class_maps
 from segdeploy.graph_spec import GraphSpec
 from segdeploy.manifest import Manifest, now_iso
+from segdeploy.manifest.locking import deploy_lock
 from segdeploy.preprocess import Preprocess
 
 SCHEMA = "segdeploy/bench"
@@ -52,6 +54,7 @@ class BenchOptions:
     plots: bool = True
     gates: GateOptions = field(default_factory=GateOptions)
     baseline_path: Path | None = None
+    unsafe_load: bool = False  # rebuild the reference from a checkpoint exported with --unsafe-load
 
 
 @dataclass
@@ -67,13 +70,23 @@ class BenchResult:
 
 def run_bench(deploy_dir, options: BenchOptions, step: Callable[[str], None] = lambda _: None,
               on_batch: Callable[[int], None] | None = None) -> BenchResult:
+    """Measure, then write the reports. The report folder is checked writable before any work, and
+    if writing still fails the results go to a fallback file (named in the error). The deploy
+    directory is locked meanwhile, so no build replaces an artifact mid-measurement."""
+    report_dir = Path(options.report_dir or Path(deploy_dir) / "bench")
+    Manifest.load(deploy_dir)  # a missing or foreign directory is refused before anything else
+    with deploy_lock(deploy_dir, "bench", optional=True):
+        return _run_bench(deploy_dir, options, report_dir, step, on_batch)
+
+
+def _run_bench(deploy_dir, options: BenchOptions, report_dir: Path, step, on_batch) -> BenchResult:
     manifest = Manifest.load(deploy_dir)
     reference, targets, skipped = select_targets(manifest, options.artifacts, options.backends, options.threads,
-                                                 options.cuda_graph)
+                                                 options.cuda_graph, options.unsafe_load)
     identity = model_identity(manifest)
     if options.baseline_path is not None:
         options.gates.baseline = load_baseline(options.baseline_path, SCHEMA, identity)
-    dataset = _open_data(manifest, options)
+    dataset, classes = _open_data(manifest, options)
     if options.gates.max_miou_drop is not None and not dataset.has_labels:
         raise UsageError("--max-miou-drop needs labelled data", "use --min-agreement to gate on drift alone")
     preprocess = manifest.preprocess
@@ -82,13 +95,14 @@ def run_bench(deploy_dir, options: BenchOptions, step: Callable[[str], None] = l
     specs = {t.name: graph.unfused() if t.name == REFERENCE else graph for t in [reference, *targets]}
     eval_batch = _batch_size(graph, options.eval_batch, "evaluation")
     _batch_size(graph, options.batch, "--batch")
+    check_writable_dir(report_dir)  # a report that cannot be written fails now, not after minutes of measuring
     everything = [reference, *targets]
     with contextlib.ExitStack() as stack:
         runners = {t.name: stack.enter_context(_opened(t, step)) for t in everything}
         predictors = {t.name: graph_predictor(runners[t.name], specs[t.name]) for t in everything}
         step(f"accuracy: {len(everything)} targets over {min(len(dataset), options.limit or len(dataset))} images")
         accuracy = measure_accuracy(predictors, REFERENCE, dataset, preprocess, graph.input_hw,
-                                    num_classes=manifest.model.num_classes, batch_size=eval_batch,
+                                    classes=classes, batch_size=eval_batch,
                                     limit=options.limit, on_batch=on_batch)
         step(f"latency: {len(everything)} targets, interleaved")
         latency = _latency(runners, specs, dataset, preprocess, options)
@@ -96,10 +110,13 @@ def run_bench(deploy_dir, options: BenchOptions, step: Callable[[str], None] = l
     report = _report(manifest, identity, everything, skipped, accuracy, latency, options)
     gates = check_gates(report, options.gates, REFERENCE)
     report["gates"] = {"passed": all(g.passed for g in gates), "results": [g.to_dict() for g in gates]}
-    from segdeploy.bench.reports import write_reports
+    from segdeploy.bench.reports import save_elsewhere, write_reports
 
     step("writing reports")
-    files = write_reports(report, options.report_dir or manifest.directory / "bench", examples, plots=options.plots)
+    try:
+        files = write_reports(report, report_dir, examples, plots=options.plots)
+    except OSError as exc:  # the work is done: never lose it
+        raise save_elsewhere(report, report_dir, exc) from None
     return BenchResult(report, gates, files)
 
 
@@ -108,6 +125,7 @@ def model_identity(manifest: Manifest) -> dict:
 
 
 def _open_data(manifest: Manifest, options: BenchOptions):
+    """The dataset to bench on, and how the model's classes are scored against its labels."""
     from segdeploy.data import default_calib_dir, open_dataset
 
     path = options.data or default_calib_dir()
@@ -115,26 +133,10 @@ def _open_data(manifest: Manifest, options: BenchOptions):
     if not Path(path).exists():
         raise SegdeployError(f"dataset not found: {path}", "pass --data DIR (images/ + labels/ + classes.json, or images only)")
     dataset = open_dataset(path, options.data_format, split=split)
-    model_classes = manifest.classes
-    if dataset.classes is not None:
-        _check_classes(dataset.classes, model_classes, path)
-    else:
-        dataset.classes = model_classes
-    return dataset
-
-
-def _check_classes(data_classes: ClassInfo, model_classes: ClassInfo, path) -> None:
-    if data_classes.num_classes != model_classes.num_classes:
-        raise SegdeployError(
-            f"{path} has {data_classes.num_classes} classes but the model outputs {model_classes.num_classes}",
-            "bench on a dataset with the model's classes",
-        )
-    generic = all(name == f"class_{i}" for i, name in enumerate(model_classes.names))
-    if not generic and tuple(data_classes.names) != tuple(model_classes.names):
-        raise SegdeployError(
-            f"{path} names its classes {list(data_classes.names)[:4]}… but the model's are {list(model_classes.names)[:4]}…",
-            "the class order must be the same",
-        )
+    if dataset.classes is None:
+        dataset.classes = manifest.classes
+        return dataset, ClassMapping.same(manifest.classes)
+    return dataset, match_classes(manifest.classes, dataset.classes, path)
 
 
 def _batch_size(graph: GraphSpec, wanted: int, what: str) -> int:
@@ -202,7 +204,7 @@ def _examples(predictors, dataset, preprocess: Preprocess, input_hw, manifest: M
     batch = BatchReader(dataset, preprocess, input_hw, 1, limit=1)[0]
     n = manifest.model.num_classes
     maps = {name: class_maps(predict(batch), batch.geometries, input_hw, n)[0] for name, predict in predictors.items()}
-    return {"stem": sample.stem, "image": sample.image, "label": sample.label, "maps": maps,
+    return {"stem": printable(sample.stem), "image": sample.image, "label": sample.label, "maps": maps,
             "palette": manifest.classes.palette}
 
 
@@ -212,8 +214,9 @@ def _mixed_precision(manifest: Manifest, entry) -> dict | None:
     record = entry.mixed_precision or (parent.mixed_precision if parent else None)
     if record is None:
         return None
-    keys = ("budget_miou_drop", "eval", "fp32_miou", "naive", "final", "kept_float", "quantized_nodes", "latency_ms")
-    return {k: getattr(record, k) for k in keys}
+    keys = ("budget_miou_drop", "eval", "fp32_miou", "naive", "final", "drop_standard_error", "kept_float", "quantized_nodes",
+            "latency_ms", "split", "confirmation")
+    return {k: getattr(record, k) for k in keys if getattr(record, k) is not None}
 
 
 def _report(manifest, identity, everything, skipped, accuracy, latency, options) -> dict:
@@ -237,9 +240,9 @@ def _report(manifest, identity, everything, skipped, accuracy, latency, options)
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
         "created": now_iso(),
-        "deploy_dir": str(manifest.directory),
+        "deploy_dir": printable(str(manifest.directory)),
         "model": identity,
-        "data": {"path": str(options.data or "calib/"), "images": accuracy["images"], "labelled": accuracy["labelled"]},
+        "data": {"path": printable(str(options.data or "calib/")), "images": accuracy["images"], "labelled": accuracy["labelled"]},
         "settings": {"batch": options.batch, "threads": options.threads, "rounds": options.rounds, "warmup": options.warmup,
                      "cuda_graph": options.cuda_graph,
                      "warmup_seconds": options.warmup_seconds, "iterations": options.iterations,
@@ -248,4 +251,5 @@ def _report(manifest, identity, everything, skipped, accuracy, latency, options)
         "reference": REFERENCE,
         "targets": targets,
         "skipped": [{"name": s.name, "reason": s.reason} for s in skipped],
+        **({"class_mapping": accuracy["class_mapping"]} if accuracy["labelled"] else {}),
     }

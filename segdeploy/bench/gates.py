@@ -7,6 +7,7 @@ lacks fails, and so does a gate whose figure is missing.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,6 +25,21 @@ class GateOptions:
     baseline: dict | None = None
     max_slowdown: float | None = None  # ratio to the baseline's latency (e.g. 1.10)
     baseline_miou_tolerance: float = 0.5  # mIoU points below the baseline's
+
+    def __post_init__(self) -> None:
+        """Impossible thresholds are usage errors before any measuring, not verdicts after it."""
+        if self.latency_stat not in LATENCY_STATS:
+            raise UsageError(f"--latency-stat must be one of {', '.join(LATENCY_STATS)}, got {self.latency_stat!r}")
+        limits = {"--max-miou-drop": (self.max_miou_drop, 0, None), "--min-agreement": (self.min_agreement, 0, 100),
+                  "--max-latency-ms": (self.max_latency_ms, None, None), "--max-slowdown": (self.max_slowdown, None, None),
+                  "--baseline-miou-tolerance": (self.baseline_miou_tolerance, 0, None)}
+        for option, (value, low, high) in limits.items():  # low None: must be > 0
+            if value is None:
+                continue
+            if not math.isfinite(value) or value < (low or 0) or (low is None and value <= 0) or (high is not None and value > high):
+                span = f"{low}-{high}" if high is not None else (f">= {low}" if low is not None else "> 0")
+                unit = " (a percentage of pixels: 99.5 means 99.5 %)" if option == "--min-agreement" else ""
+                raise UsageError(f"{option} must be a number {span}{unit}, got {value}")
 
     def any(self) -> bool:
         return any(v is not None for v in (self.max_miou_drop, self.min_agreement, self.max_latency_ms, self.baseline))
@@ -67,8 +83,6 @@ def _identity(model: dict | None) -> str:
 
 
 def check_gates(report: dict, options: GateOptions, reference: str) -> list[GateResult]:
-    if options.latency_stat not in LATENCY_STATS:
-        raise UsageError(f"--latency-stat must be one of {', '.join(LATENCY_STATS)}")
     targets = {k: v for k, v in report["targets"].items() if k != reference}
     results: list[GateResult] = []
     for name, target in targets.items():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segdeploy.plotting import pyplot, save_figure
+from segdeploy.plotting import literal, pyplot, save_figure
 from segdeploy.visualize import colourise
 
 
@@ -54,7 +54,7 @@ def per_class_iou(plt, report: dict):
     for index, (name, target) in enumerate(targets.items()):
         values = [np.nan if v is None else v for v in target["accuracy"]["per_class_iou"].values()]
         axis.bar(np.arange(len(classes)) + index * width, values, width, label=name)
-    axis.set_xticks(np.arange(len(classes)) + 0.4 - width / 2, classes, rotation=45, ha="right")
+    axis.set_xticks(np.arange(len(classes)) + 0.4 - width / 2, [literal(c) for c in classes], rotation=45, ha="right")
     axis.set_ylabel("IoU (%)")
     axis.legend(fontsize=7)
     axis.set_title("per-class IoU")
@@ -78,7 +78,7 @@ def overlays(plt, report: dict, examples: dict):
             axis.imshow(panel, cmap="gray" if panel.ndim == 2 else None, vmin=0, vmax=255)
             axis.set_axis_off()
             axis.set_title(name if col == 3 else columns[col], fontsize=8)
-    figure.suptitle(f"example: {examples['stem']}", fontsize=9)
+    figure.suptitle(f"example: {literal(examples['stem'])}", fontsize=9)
     return figure
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+import time
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 from segdeploy.atomic import atomic_write_text
-from segdeploy.render import BENCH_COLUMNS, bench_rows, mixed_precision_lines
-
+from segdeploy.errors import SegdeployError, os_error
+from segdeploy.render import BENCH_COLUMNS, bench_rows, class_mapping_line, mixed_precision_lines
 
 
 def markdown(report: dict) -> str:
@@ -18,6 +21,8 @@ def markdown(report: dict) -> str:
                  f"{env.get('cpu')} ({env.get('cpu_count')} cores){', ' + env['gpu'] if env.get('gpu') else ''}")
     lines += ["", "| " + " | ".join(BENCH_COLUMNS) + " |", "|" + "---|" * len(BENCH_COLUMNS)]
     lines += ["| " + " | ".join(row) + " |" for row in bench_rows(report)]
+    mapping = class_mapping_line(report)
+    lines += ["", f"**Classes:** {mapping}"] if mapping else []
     lines += _mixed_section(report)
     gates = report.get("gates", {}).get("results", [])
     if gates:
@@ -50,6 +55,20 @@ def junit(report: dict) -> str:
         f'<testsuite name="segdeploy-bench" tests="{len(gates)}" failures="{failures}" errors="0">\n'
         + "\n".join(cases) + ("\n" if cases else "") + "</testsuite>\n"
     )
+
+
+def save_elsewhere(report: dict, directory: Path, error: OSError) -> SegdeployError:
+    """bench.json written to a fallback file when the report folder failed; the error to raise, naming both."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    fallback = Path(tempfile.gettempdir()) / f"segdeploy-bench-{os.getpid()}-{stamp}.json"
+    reason = os_error(error)
+    try:
+        atomic_write_text(fallback, json.dumps(report, indent=2) + "\n")
+    except OSError as second:
+        return SegdeployError(f"could not write the reports to {directory}: {reason}; saving them to {fallback} "
+                              f"failed too ({os_error(second).message}): the results are lost")
+    return SegdeployError(f"could not write the reports to {directory}: {reason.message}; the results were saved "
+                          f"to {fallback}", reason.hint)
 
 
 def write_reports(report: dict, directory: Path, examples: dict | None, *, plots: bool) -> list[Path]:

@@ -34,7 +34,7 @@ class Skipped:
 
 def select_targets(
     manifest: Manifest, names: list[str] | None, backends: list[str] | None, threads: int | None,
-    cuda_graph: bool = False,
+    cuda_graph: bool = False, unsafe_load: bool = False,
 ) -> tuple[Target, list[Target], list[Skipped]]:
     """The PyTorch reference, the artifacts to bench, and those that cannot run here (with why).
 
@@ -66,7 +66,7 @@ def select_targets(
         why = "; ".join(f"{s.name}: {s.reason}" for s in skipped if manifest.artifacts[s.name].kind == ENGINE)
         raise UsageError("--cuda-graph applies to TensorRT engines, and no engine is benched here" + (f" ({why})" if why else ""),
                          "build one with `segdeploy build DEPLOY_DIR --backend tensorrt`, or drop --cuda-graph")
-    return reference_target(manifest, threads), targets, skipped
+    return reference_target(manifest, threads, unsafe_load), targets, skipped
 
 
 def _artifact_target(manifest: Manifest, name: str, entry, threads: int | None, cuda_graph: bool) -> Target:
@@ -75,14 +75,14 @@ def _artifact_target(manifest: Manifest, name: str, entry, threads: int | None, 
     return Target(name, entry.backend, entry.precision, factory, entry.target or "", graph)
 
 
-def reference_target(manifest: Manifest, threads: int | None) -> Target:
+def reference_target(manifest: Manifest, threads: int | None, unsafe_load: bool = False) -> Target:
     """PyTorch eager, rebuilt from what the manifest recorded (source, kwargs, weights)."""
     from segdeploy.backends.torch import TorchRunner, reference_module
 
     spec = GraphSpec.of(manifest).unfused()  # the reference is the plain model, even for a fused export
 
     def open_reference() -> TorchRunner:
-        return TorchRunner(reference_module(manifest), input_name=spec.input_name, output_name=spec.output_name,
+        return TorchRunner(reference_module(manifest, unsafe_load), input_name=spec.input_name, output_name=spec.output_name,
                            threads=threads)
 
     return Target(REFERENCE, "torch", "fp32", open_reference)

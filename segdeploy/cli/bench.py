@@ -38,6 +38,7 @@ def bench_command(
     max_slowdown: Annotated[Optional[float], typer.Option(help="With --baseline: fail if latency exceeds this ratio of the baseline's.", rich_help_panel=GATES)] = None,
     baseline_miou_tolerance: Annotated[float, typer.Option(help="With --baseline: mIoU points an artifact may lose.", rich_help_panel=GATES)] = 0.5,
     report_dir: Annotated[Optional[Path], typer.Option(help="Where reports go (default: DEPLOY_DIR/bench).")] = None,
+    unsafe_load: Annotated[bool, typer.Option(help="Rebuild the PyTorch reference from a checkpoint exported with --unsafe-load (only if you trust it).")] = False,
     plots: Annotated[bool, typer.Option(help="Write PNG plots.")] = True,
     as_json: JsonOption = False,
 ) -> None:
@@ -53,6 +54,7 @@ def bench_command(
             data=data, data_format=data_format, split=split, artifacts=artifact or None, backends=backend or None,
             warmup=warmup, warmup_seconds=warmup_seconds, iterations=iterations, duration=duration, batch=batch, rounds=rounds,
             threads=threads, cuda_graph=cuda_graph, limit=limit, report_dir=report_dir, plots=plots, baseline_path=baseline,
+            unsafe_load=unsafe_load,
             gates=GateOptions(max_miou_drop=max_miou_drop, min_agreement=min_agreement, max_latency_ms=max_latency_ms,
                               latency_stat=latency_stat, max_slowdown=max_slowdown,
                               baseline_miou_tolerance=baseline_miou_tolerance),
@@ -72,4 +74,4 @@ def _print(result) -> None:
 
     for table in bench_tables(result.report, result.gates):
         stdout.print(table)
-    stdout.print(f"reports: {', '.join(str(p) for p in result.files)}", highlight=False)
+    stdout.print(f"reports: {', '.join(str(p) for p in result.files)}", highlight=False, markup=False)

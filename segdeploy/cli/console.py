@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 import typer
 from rich.console import Console
 
-from segdeploy.errors import SegdeployError
+from segdeploy.errors import SegdeployError, os_error, printable
 
 stdout = Console(soft_wrap=True)
 if not stdout.is_terminal:
@@ -27,14 +27,26 @@ def debug_enabled() -> bool:
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn a SegdeployError into one line on stderr and its exit code; bugs keep their traceback."""
+    """Turn a SegdeployError or an OSError (disk full, read-only, permission…) into one line on stderr
+    and its exit code; bugs keep their traceback. The message is printed as plain text, never as Rich
+    markup: a path holding `[/x]` or a hint holding `[r, g, b]` is shown as it is."""
+    from rich.text import Text
+
     try:
         yield
-    except SegdeployError as exc:
+    except (SegdeployError, OSError) as exc:
         if debug_enabled():
             raise
-        stderr.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
-        raise typer.Exit(exc.exit_code) from None
+        error = exc if isinstance(exc, SegdeployError) else os_error(exc)
+        line = " ".join(printable(part) for part in str(error).splitlines())
+        stderr.print(Text.assemble(("error:", "bold red"), " ", line), highlight=False, emoji=False)
+        raise typer.Exit(error.exit_code) from None
+    except KeyboardInterrupt:  # Ctrl-C: one line, the shell's exit status for SIGINT, no traceback
+        if debug_enabled():
+            raise
+        stderr.print(Text.assemble(("interrupted", "bold red"), " (what was complete is kept; nothing half-written)"),
+                     highlight=False)
+        raise typer.Exit(130) from None
 
 
 class Steps:
@@ -84,7 +96,9 @@ def quiet_library_warnings() -> None:
 
 def warn(message: str) -> None:
     """A warning the library reports (its `warn` callback): one line on stderr."""
-    stderr.print(f"[yellow]warning:[/] {message}", highlight=False)
+    from rich.text import Text
+
+    stderr.print(Text.assemble(("warning:", "yellow"), " ", printable(message)), highlight=False, emoji=False)
 
 
 def emit(data: Any, as_json: bool, render: Callable[[], None]) -> None:

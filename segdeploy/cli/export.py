@@ -28,7 +28,7 @@ def export_command(
     scale: Annotated[float, typer.Option(help="Pixels are multiplied by this before mean/std.")] = 1.0,
     bgr: Annotated[bool, typer.Option("--bgr", help="The model takes BGR channel order.")] = False,
     resize: Annotated[str, typer.Option(help="How images reach the input size: stretch or letterbox.")] = "stretch",
-    classes: Annotated[Optional[Path], typer.Option(help="classes.json: names, palette, ignore_index.")] = None,
+    classes: Annotated[Optional[Path], typer.Option(help="classes.json: names, palette, ignore_index; a void class the model outputs beyond them (\"void\": {\"index\": N}) is appended.")] = None,
     min_agreement: Annotated[float, typer.Option(help="Parity: minimum argmax agreement (fraction).")] = 0.999,
     max_rel_error: Annotated[float, typer.Option(help="Parity: maximum error relative to the logit range.")] = 1e-3,
     fuse_preprocess: Annotated[bool, typer.Option("--fuse-preprocess", help="The graph takes the resized uint8 RGB image, N×H×W×3, and normalises it itself.")] = False,

@@ -31,4 +31,4 @@ def precision_command(
     with user_errors():
         report = inspect_precision(deploy_dir, artifact, data=data, images=images, plot_limit=limit, out=out, plot=plot)
         data = report.to_dict()
-        emit(data, as_json, lambda: stdout.print(precision_text(data, limit), highlight=False))
+        emit(data, as_json, lambda: stdout.print(precision_text(data, limit), highlight=False, markup=False))

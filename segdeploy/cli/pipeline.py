@@ -21,9 +21,7 @@ def pipeline_command(
     from segdeploy.render import pipeline_table
 
     with user_errors():
-        settings = load_config(config, out) if config is not None else demo_config(out)
-        for note in settings.deprecated:
-            warn(note)
+        settings = load_config(config, out, warn=warn) if config is not None else demo_config(out)
         with Steps(quiet=as_json) as steps:
             result = run_pipeline(settings, step=steps)
         data = {"out": str(result.out), "rows": result.rows, "files": [str(p) for p in result.files],
@@ -32,8 +30,8 @@ def pipeline_command(
         def render() -> None:
             stdout.print(pipeline_table(result.out, result.rows))
             if result.reused:
-                stdout.print("reused (inputs unchanged): " + "; ".join(result.reused), highlight=False)
-            stdout.print("summary: " + ", ".join(str(p) for p in result.files), highlight=False)
+                stdout.print("reused (inputs unchanged): " + "; ".join(result.reused), highlight=False, markup=False)
+            stdout.print("summary: " + ", ".join(str(p) for p in result.files), highlight=False, markup=False)
 
         emit(data, as_json, render)
         if not result.gates_passed:

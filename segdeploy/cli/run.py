@@ -35,4 +35,4 @@ def run_command(
                                     on_frame=lambda name: progress.update(task, advance=1, description=name))
         summary = {"artifact": result.artifact, "frames": result.frames, "out_dir": str(result.out_dir),
                    "latency_ms": result.latency}
-        emit(summary, as_json, lambda: stdout.print(run_text(summary), highlight=False))
+        emit(summary, as_json, lambda: stdout.print(run_text(summary), highlight=False, markup=False))

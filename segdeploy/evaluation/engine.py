@@ -10,6 +10,10 @@ batch and accumulates, per predictor:
 * optionally one confusion matrix **per image** (for a bootstrap over images), the class
   maps themselves, and the raw outputs compared with the reference's (`OutputDiff`).
 
+Scoring against labels follows a `ClassMapping` (`segdeploy.classes.match_classes`): a model
+may output classes the dataset does not evaluate (void trained as a class, an ignore channel);
+the matrices stay model_classes wide and only the evaluated classes are scored (`metrics`).
+
 Class maps are compared at **label resolution** (argmax at model resolution, then back to
 each image's size: the protocol of every mIoU segdeploy reports) or at **model resolution**
 (`resolution="model"`: graph against graph on the same input, e.g. calibration checks).
@@ -23,6 +27,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from segdeploy.classes import ClassInfo, ClassMapping, match_classes
 from segdeploy.errors import SegdeployError
 from segdeploy.evaluation.batches import Batch, BatchReader
 from segdeploy.evaluation.compare import OutputDiff
@@ -92,7 +97,8 @@ class PredictorResult:
 class Evaluation:
     results: dict[str, PredictorResult]
     images: int
-    class_names: tuple[str, ...] = ()
+    class_names: tuple[str, ...] = ()  # of the scored classes
+    classes: ClassMapping | None = None  # how model classes were scored against the labels
 
     def __getitem__(self, name: str) -> PredictorResult:
         return self.results[name]
@@ -105,8 +111,9 @@ def evaluate(
     predictors: Mapping[str, Predictor],
     batches: Iterable[Batch],
     *,
-    num_classes: int,
+    num_classes: int | None = None,
     ignore_index: int | None = None,
+    classes: ClassMapping | None = None,
     reference: str | Sequence[np.ndarray] | None = None,
     resolution: str = "label",
     input_hw: Sequence[int] | None = None,
@@ -118,12 +125,18 @@ def evaluate(
 ) -> Evaluation:
     """Run every predictor over `batches` once (see the module docstring).
 
-    `reference` names one of `predictors` (run first on each batch) or gives one class map per
-    image computed earlier at the same resolution. `input_hw` (label resolution) is the model
+    `classes` says how model classes are scored against the labels (it gives the number of
+    classes, the ignore index and the names); without it, `num_classes` classes are all scored
+    (`ignore_index` skipped). `reference` names one of `predictors` (run first on each batch) or
+    gives one class map per image computed earlier at the same resolution. `input_hw` (label resolution) is the model
     input size; `on_batch(n)` is told each batch's image count (progress display).
     """
     if not predictors:
         raise SegdeployError("nothing to evaluate: no predictor given")
+    if classes is None:
+        if num_classes is None:
+            raise SegdeployError("evaluate needs num_classes or a class mapping")
+        classes = ClassMapping(num_classes, num_classes, ignore_index, (), tuple(class_names) or tuple(map(str, range(num_classes))))
     if resolution not in RESOLUTIONS:
         raise SegdeployError(f"resolution must be one of {', '.join(RESOLUTIONS)}, got {resolution!r}")
     named = isinstance(reference, str)
@@ -132,7 +145,7 @@ def evaluate(
     order = [reference, *[n for n in predictors if n != reference]] if named else list(predictors)
     results = {name: PredictorResult(name, outputs=OutputDiff() if compare_outputs and named and name != reference else None)
                for name in order}
-    run = _Run(results, num_classes, ignore_index, resolution, input_hw, per_image, keep_maps)
+    run = _Run(results, classes, resolution, input_hw, per_image, keep_maps)
     images = 0
     for batch in batches:
         given = None if reference is None or named else list(reference[images:images + batch.size])
@@ -140,14 +153,13 @@ def evaluate(
         images += batch.size
         if on_batch is not None:
             on_batch(batch.size)
-    return Evaluation(results, images, tuple(class_names) or tuple(str(i) for i in range(num_classes)))
+    return Evaluation(results, images, classes.evaluated_names, classes)
 
 
 @dataclass
 class _Run:
     results: dict[str, PredictorResult]
-    num_classes: int
-    ignore_index: int | None
+    classes: ClassMapping
     resolution: str
     input_hw: Sequence[int] | None
     per_image: bool
@@ -174,24 +186,25 @@ class _Run:
             return list(class_map_batch(output))
         if batch.geometries is None:
             raise SegdeployError("label-resolution evaluation needs real images (this batch has no geometry)")
-        return class_maps(output, batch.geometries, self.input_hw or batch.inputs.shape[2:], self.num_classes)
+        return class_maps(output, batch.geometries, self.input_hw or batch.inputs.shape[2:], self.classes.model_classes)
 
     def accumulate(self, result: PredictorResult, maps, labels, reference_maps) -> None:
-        n = self.num_classes
+        # Against labels: only the evaluated classes are scored; against a reference (agreement): all classes.
+        n, ignore, evaluated = self.classes.model_classes, self.classes.ignore_index, self.classes.evaluated
         for index, prediction in enumerate(maps):
             label = labels[index] if labels else None
             if label is not None:
-                result.vs_labels = result.vs_labels or ConfusionMatrix(n, self.ignore_index)
-                self._update(result.vs_labels, result.per_image_vs_labels, label, prediction, self.ignore_index)
+                result.vs_labels = result.vs_labels or ConfusionMatrix(n, ignore, evaluated)
+                self._update(result.vs_labels, result.per_image_vs_labels, label, prediction)
             if reference_maps is not None:
                 result.vs_reference = result.vs_reference or ConfusionMatrix(n)
-                self._update(result.vs_reference, result.per_image_vs_reference, reference_maps[index], prediction, None)
+                self._update(result.vs_reference, result.per_image_vs_reference, reference_maps[index], prediction)
 
-    def _update(self, matrix: ConfusionMatrix, per_image: list, truth, prediction, ignore) -> None:
+    def _update(self, matrix: ConfusionMatrix, per_image: list, truth, prediction) -> None:
         if not self.per_image:
             matrix.update(truth, prediction)
             return
-        single = ConfusionMatrix(self.num_classes, ignore)
+        single = ConfusionMatrix(matrix.num_classes, matrix.ignore_index, matrix.evaluated)
         single.update(truth, prediction)
         matrix.merge(single)
         per_image.append(single.counts)
@@ -202,14 +215,14 @@ def evaluate_dataset(predictors: Predictor | Mapping[str, Predictor], dataset, p
                      reference: str | None = None, compare_outputs: bool = False,
                      on_batch: Callable[[int], None] | None = None) -> Evaluation:
     """`evaluate` over a dataset read by `BatchReader`, at label resolution, with the dataset's
-    classes (ignore index, names); one bare predictor is named "model"."""
+    classes (ignore index, names, classes not evaluated); a model with `num_classes` outputs more
+    than the dataset's classes is scored by `match_classes`' rule. One bare predictor is named "model"."""
     if not isinstance(predictors, Mapping):
         predictors = {"model": predictors}
-    classes = dataset.classes
-    n = num_classes or (classes.num_classes if classes is not None else None)
-    if n is None:
+    data = dataset.classes
+    if data is None and num_classes is None:
         raise SegdeployError(f"{dataset.root} has no classes.json; pass the number of classes")
+    mapping = None if data is None else match_classes(ClassInfo.default(num_classes) if num_classes else data, data, dataset.root)
     reader = BatchReader(dataset, preprocess, input_hw, batch_size, limit=limit)
-    return evaluate(predictors, reader, num_classes=n, ignore_index=classes.ignore_index if classes else None,
-                    reference=reference, input_hw=input_hw, compare_outputs=compare_outputs,
-                    class_names=tuple(classes.names) if classes else (), on_batch=on_batch)
+    return evaluate(predictors, reader, num_classes=num_classes, classes=mapping, reference=reference, input_hw=input_hw,
+                    compare_outputs=compare_outputs, on_batch=on_batch)

@@ -2,13 +2,14 @@
 
 Load, rewrite export blockers, trace to ONNX, infer shapes, simplify, prove parity, write the
 manifest. It creates (or replaces, with `force`) a deploy directory holding `model.onnx` and
-`manifest.json`; nothing is left behind when any step fails.
+`manifest.json`; nothing is left behind when any step fails, and an export --force interrupted
+at any point leaves the old export or the new one, never a mix (`manifest.locking.commit`).
 """
 
 from __future__ import annotations
 
+import math
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -16,7 +17,7 @@ from typing import Callable
 import onnx
 import torch
 
-from segdeploy.atomic import atomic_path, new_directory
+from segdeploy.atomic import new_directory, staged_path
 from segdeploy.classes import ClassInfo, load_classes
 from segdeploy.errors import SegdeployError, UsageError
 from segdeploy.export.fused import LABELS_NAME, Fusion, check_channels, fuse, graph_shape, sample_input
@@ -25,13 +26,24 @@ from segdeploy.export.proof import ParityThresholds, prove_parity
 from segdeploy.export.rewrites import rewrite_export_blockers
 from segdeploy.export.simplify import infer_shapes, simplify
 from segdeploy.export.wrapper import wrap_for_export
+from segdeploy.faults import fault_point
 from segdeploy.manifest import FILENAME, Manifest, tool_versions
+from segdeploy.manifest.locking import commit, deploy_lock, is_bookkeeping, journal, repair_if_abandoned
 from segdeploy.manifest.names import FP32_GRAPH, ONNX
-from segdeploy.manifest.records import FusionRecord, InputRecord, ModelRecord, OutputRecord, ParityProof, TensorInfo
+from segdeploy.manifest.records import (
+    FusionRecord,
+    InputRecord,
+    ModelRecord,
+    OutputRecord,
+    ParityProof,
+    PipelineState,
+    TensorInfo,
+)
 from segdeploy.models.loading import LoadedModel, load_model, weights_fingerprint
 from segdeploy.preprocess import Preprocess
 
 DEFAULT_INPUT = (1, 3, 512, 512)
+MAX_INPUT_ELEMENTS = 2**28  # 1 GiB of float32 input
 
 
 @dataclass
@@ -52,6 +64,7 @@ class ExportRequest:
     thresholds: ParityThresholds = field(default_factory=ParityThresholds)
     force: bool = False
     fusion: Fusion = field(default_factory=Fusion)  # --fuse-preprocess / --fuse-argmax
+    pipeline: PipelineState | None = None  # written with the export: marks the directory as a pipeline's
 
 
 @dataclass
@@ -65,10 +78,14 @@ class ExportResult:
 
 def parse_input_shape(text: str) -> tuple[int, int, int, int]:
     """'1x3x512x1024' → (1, 3, 512, 1024)."""
-    parts = re.split(r"[x,×]", text.strip().lower())
-    if len(parts) != 4 or not all(p.isdigit() and int(p) > 0 for p in parts):
+    parts = [p.strip() for p in re.split(r"[x,×]", text.strip().lower())]
+    if len(parts) != 4 or not all(p.isascii() and p.isdigit() and int(p) > 0 for p in parts):
         raise UsageError(f"malformed --input-shape {text!r}: expected NxCxHxW with positive integers, e.g. 1x3x512x1024")
-    return tuple(int(p) for p in parts)  # type: ignore[return-value]
+    shape = tuple(int(p) for p in parts)
+    if math.prod(shape) > MAX_INPUT_ELEMENTS:  # the traced sample alone; the model's activations are far larger
+        raise UsageError(f"--input-shape {text} is {math.prod(shape) * 4 / 2**30:.0f} GiB as float32: too large to export",
+                         "export at the resolution you deploy; --dynamic height,width for several")
+    return shape  # type: ignore[return-value]
 
 
 def parse_dynamic(text: str | None) -> set[str]:
@@ -96,16 +113,18 @@ def export_model(request: ExportRequest, step: Callable[[str], None] = lambda _:
     )
     shape = _input_shape(request, loaded)
     out_dir = Path(request.out_dir or Path("deploy") / loaded.name)
-    _check_out_dir(out_dir, request.force)
-    old = _replaced_manifest(out_dir)
-    with new_directory(out_dir):
-        result = _export_into(request, loaded, shape, out_dir, step)
-    if old is not None:
-        _remove_stale_artifacts(old, keep={FP32_GRAPH.file, FILENAME})
-    return result
+    if out_dir.is_dir():
+        repair_if_abandoned(out_dir)  # an export that died mid-way is finished or undone before we judge the folder
+    _check_out_dir(out_dir, request.force)  # fail fast, before minutes of work
+    # Locked for the whole export; the new graph and manifest replace the old pair together (a journal
+    # commit), so an interruption at any point leaves the old export or the new one, never a mix.
+    with new_directory(out_dir), deploy_lock(out_dir, "export"), journal(out_dir, "export"):
+        _check_out_dir(out_dir, request.force)  # again: another command may have written meanwhile
+        return _export_into(request, loaded, shape, out_dir, step, _replaced_manifest(out_dir))
 
 
-def _export_into(request: ExportRequest, loaded: LoadedModel, shape, out_dir: Path, step) -> ExportResult:
+def _export_into(request: ExportRequest, loaded: LoadedModel, shape, out_dir: Path, step,
+                 old: Manifest | None) -> ExportResult:
     model = loaded.module
     loaded.info["weights_fingerprint"] = weights_fingerprint(model)  # before rewrites change the module
     rewrites = rewrite_export_blockers(model) if loaded.kind != "torchscript" else []
@@ -116,9 +135,10 @@ def _export_into(request: ExportRequest, loaded: LoadedModel, shape, out_dir: Pa
     num_classes = int(logits.shape[1])
     if request.num_classes is not None and request.num_classes != num_classes:
         raise SegdeployError(f"the model outputs {num_classes} classes but --num-classes is {request.num_classes}")
-    classes = load_classes(request.classes_file) if request.classes_file else ClassInfo.default(num_classes)
-    if classes.num_classes != num_classes:
-        raise SegdeployError(f"{request.classes_file} lists {classes.num_classes} classes but the model outputs {num_classes}")
+    # A classes.json may list fewer classes than the model outputs when the extra ones are its void/ignore class
+    # (CamVid models trained with void as a 12th class): they are appended, named and coloured from it.
+    classes = (load_classes(request.classes_file).for_outputs(num_classes, request.classes_file) if request.classes_file
+               else ClassInfo.default(num_classes))
 
     fusion = request.fusion
     exported = fuse(wrapper, fusion, request.preprocess, loaded.kind)
@@ -134,12 +154,18 @@ def _export_into(request: ExportRequest, loaded: LoadedModel, shape, out_dir: Pa
         step("simplifying with onnxsim")
         graph = infer_shapes(simplify(graph))
     onnx_path = out_dir / FP32_GRAPH.file
-    with atomic_path(onnx_path) as tmp:
-        onnx.save(graph, str(tmp))
+    with staged_path(onnx_path) as graph_file:  # under a temp name until the commit
+        onnx.save(graph, str(graph_file))
         step("proving parity in onnxruntime")
         shapes = [graph_shape(s, fusion) for s in _parity_shapes(shape, request.dynamic, loaded)]
-        parity = prove_parity(exported, tmp, shapes, request.thresholds, uint8_input=fusion.preprocess)
-    manifest = _write_manifest(request, loaded, shape, classes, graph, parity, rewrites, bool(getattr(wrapper, "upsample", False)), out_dir)
+        parity = prove_parity(exported, graph_file, shapes, request.thresholds, uint8_input=fusion.preprocess)
+    manifest = _new_manifest(request, loaded, shape, classes, graph, parity, rewrites,
+                             bool(getattr(wrapper, "upsample", False)), out_dir, graph_file)
+    with staged_path(out_dir / FILENAME) as manifest_file:
+        manifest_file.write_text(manifest.dumps(), encoding="utf-8")
+    fault_point("export:staged")
+    stale = [a.file for a in (old.artifacts.values() if old else []) if a.file not in (FP32_GRAPH.file, FILENAME)]
+    commit(out_dir, {FP32_GRAPH.file: graph_file, FILENAME: manifest_file}, remove=stale)
     return ExportResult(out_dir, onnx_path, manifest, parity, rewrites)
 
 
@@ -197,10 +223,11 @@ def _common_power_of_two(h: int, w: int, limit: int = 32) -> int:
 
 def _check_out_dir(out_dir: Path, force: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
-        raise SegdeployError(f"{out_dir} exists and is not a directory")
+        raise SegdeployError(f"{out_dir} exists and is not a directory", "choose another -o/--out")
     if Manifest.exists(out_dir) and not force:
         raise SegdeployError(f"{out_dir} already holds an export", "pass --force to replace it, or choose another -o/--out")
-    if out_dir.is_dir() and not Manifest.exists(out_dir) and any(out_dir.iterdir()) and not force:
+    # segdeploy's own lock/journal/temp files (left by an interrupted first export) do not count
+    if out_dir.is_dir() and not Manifest.exists(out_dir) and any(not is_bookkeeping(p.name) for p in out_dir.iterdir()) and not force:
         raise SegdeployError(f"{out_dir} is not empty and is not a deploy directory", "choose another -o/--out")
 
 
@@ -213,16 +240,6 @@ def _replaced_manifest(out_dir: Path) -> Manifest | None:
         return Manifest.load(out_dir)
     except SegdeployError:
         return None
-
-
-def _remove_stale_artifacts(old: Manifest, keep: set[str]) -> None:
-    for entry in old.artifacts.values():
-        if entry.file not in keep:
-            target = old.directory / entry.file
-            if target.is_dir():
-                shutil.rmtree(target, ignore_errors=True)
-            else:
-                target.unlink(missing_ok=True)
 
 
 def _resolvable(source: str, kind: str) -> str:
@@ -254,7 +271,8 @@ def _io_records(shape, dynamic: set[str], fusion: Fusion) -> dict:
     return records
 
 
-def _write_manifest(request, loaded, shape, classes, graph, parity, rewrites, upsampled, out_dir) -> Manifest:
+def _new_manifest(request, loaded, shape, classes, graph, parity, rewrites, upsampled, out_dir, graph_file) -> Manifest:
+    """The new export's manifest (not saved: `commit` puts it in place with the graph staged at `graph_file`)."""
     inputs, outputs = TensorInfo.graph_io(graph)
     model = ModelRecord(
         name=loaded.name,
@@ -264,17 +282,18 @@ def _write_manifest(request, loaded, shape, classes, graph, parity, rewrites, up
         num_classes_arg=request.num_classes,
         model_kwargs=request.model_kwargs,
         weights=str(Path(request.weights).resolve()) if request.weights else None,
+        weights_key=request.weights_key,  # bench rebuilds the reference from the same nested state_dict
+        unsafe_load=request.unsafe_load or None,  # … and asks again before unpickling it
         weights_ignored_keys=loaded.info.get("weights_ignored_keys", []),
         weights_fingerprint=loaded.info["weights_fingerprint"],
         rewrites=rewrites,
         upsampled_output=upsampled,
     )
     manifest = Manifest.new(out_dir, model=model, **_io_records(shape, request.dynamic, request.fusion),
-                            preprocess=request.preprocess, classes=classes)
+                            preprocess=request.preprocess, classes=classes, pipeline=request.pipeline)
     manifest.add_artifact(
         FP32_GRAPH.name, FP32_GRAPH.file, kind=ONNX, precision="fp32", backend="onnxruntime", opset=request.opset,
         simplified=request.simplify, inputs=inputs, outputs=outputs, parity=ParityProof.from_dict(parity, "parity"),
-        tool_versions=tool_versions("torch", "torchvision", "onnx", "onnxruntime", "onnxsim"),
+        tool_versions=tool_versions("torch", "torchvision", "onnx", "onnxruntime", "onnxsim"), staged=graph_file,
     )
-    manifest.save()
     return manifest

@@ -23,13 +23,14 @@ no slack; a wrong graph (a moved index, a swapped axis) is far outside any noise
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from segdeploy.errors import ParityError
+from segdeploy.errors import ParityError, UsageError
 from segdeploy.evaluation.compare import compare_outputs, summarize
 from segdeploy.export.degenerate import check_not_degenerate
 
@@ -38,6 +39,13 @@ from segdeploy.export.degenerate import check_not_degenerate
 class ParityThresholds:
     min_agreement: float = 0.999  # argmax agreement, fraction of pixels
     max_rel_error: float = 1e-3  # max abs error / range of the PyTorch logits
+
+    def __post_init__(self) -> None:
+        # an impossible threshold is the user's mistake, not a parity failure to blame on the graph
+        if not (math.isfinite(self.min_agreement) and 0 <= self.min_agreement <= 1):
+            raise UsageError(f"--min-agreement is a fraction of pixels between 0 and 1 (0.999 = 99.9 %), got {self.min_agreement}")
+        if not (math.isfinite(self.max_rel_error) and self.max_rel_error > 0):
+            raise UsageError(f"--max-rel-error must be a positive number (1e-3 = 0.1 % of the logit range), got {self.max_rel_error}")
 
 
 def prove_parity(

@@ -30,11 +30,11 @@ def wrap_for_export(model: nn.Module, sample: torch.Tensor) -> tuple[nn.Module, 
     try:
         with torch.no_grad():
             output = model(sample)
-    except Exception as exc:  # whatever the model raises at this input is about the input (or the model)
+    except Exception as exc:  # whatever the model raises at this input (channels, size) is about the input
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
         raise ExportError(
             f"the model cannot run at input {'x'.join(map(str, sample.shape))} in PyTorch: {type(exc).__name__}: {first}",
-            "give an --input-shape (and --model-kwargs) the model accepts",
+            "check --input-shape (its channels and size) and --model-kwargs: they must be what the model takes",
         ) from None
     logits = pick_logits(output)
     if logits.ndim != 4 or logits.shape[0] != sample.shape[0]:

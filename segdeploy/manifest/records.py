@@ -48,6 +48,8 @@ class ModelRecord(Record):
     num_classes_arg: int | None = None  # --num-classes as given (None: the builder's default)
     model_kwargs: dict = field(default_factory=dict)
     weights: str | None = None  # absolute path of the checkpoint
+    weights_key: str | None = optional()  # --weights-key: the nested state_dict bench reloads
+    unsafe_load: bool | None = optional()  # True: exported with --unsafe-load (bench asks for it again)
     weights_ignored_keys: list[str] = field(default_factory=list)
     weights_fingerprint: str | None = None  # sha256 over the state_dict: bench refuses other weights
     rewrites: list[str] = field(default_factory=list)  # export blockers rewritten (module: what)
@@ -153,8 +155,8 @@ class MixedPrecisionRecord(Record):
     """INT8 within an mIoU budget (`precision.mixed.make_within_budget`)."""
 
     budget_miou_drop: float
-    eval: dict  # description, images, labelled, warning
-    fp32_miou: float
+    eval: dict  # the choice part: description, images, labelled, warning
+    fp32_miou: float  # on the choice part, like naive and final
     naive: dict[str, float]  # miou, drop
     final: dict[str, float]
     kept_float: list[str]
@@ -163,6 +165,8 @@ class MixedPrecisionRecord(Record):
     drop_standard_error: float | None = None
     sensitivity_top: list[dict] = field(default_factory=list)
     trace: list[dict] = field(default_factory=list)
+    split: dict | None = optional()  # how the choice and confirmation parts were made (`precision.confirm`)
+    confirmation: dict | None = optional()  # the chosen graph on the confirmation part: drop, interval, naive_drop, confirmed
     unknown: dict = keeps_unknown()
 
 

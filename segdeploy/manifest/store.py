@@ -9,7 +9,9 @@ Layout::
 
 `Manifest.load` validates the whole file against the records of `manifest.records` and
 turns any problem into one `SegdeployError` line naming the file and the field.
-`verify()` refuses an artifact whose bytes no longer match its recorded sha256.
+`verify()` refuses an artifact whose bytes no longer match its recorded sha256, or a graph that
+does not parse. A writer that died mid-way (its journal left behind, `manifest.locking`) is
+repaired before the manifest is read.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from segdeploy.manifest.records import (
     OutputRecord,
     PipelineState,
 )
+from segdeploy.manifest.locking import repair_if_abandoned
 from segdeploy.manifest.schema import Record, SchemaError, decode, encode, keeps_unknown, optional
 from segdeploy.preprocess import Preprocess
 
@@ -133,8 +136,10 @@ class Manifest:
     # -- create / load / save --------------------------------------------------------------
     @classmethod
     def new(cls, directory: str | Path, *, model: ModelRecord, input: InputRecord, output: OutputRecord,
-            preprocess: Preprocess, classes: ClassInfo, fused: FusionRecord | None = None) -> "Manifest":
-        content = ManifestContent(SCHEMA, SCHEMA_VERSION, now_iso(), model, input, output, preprocess, classes, fused=fused)
+            preprocess: Preprocess, classes: ClassInfo, fused: FusionRecord | None = None,
+            pipeline: PipelineState | None = None) -> "Manifest":
+        content = ManifestContent(SCHEMA, SCHEMA_VERSION, now_iso(), model, input, output, preprocess, classes,
+                                  fused=fused, pipeline=pipeline)
         return cls(directory, content)
 
     @classmethod
@@ -143,6 +148,7 @@ class Manifest:
         path = directory / FILENAME
         if not directory.is_dir():
             raise SegdeployError(f"deploy directory not found: {directory}", "create it with `segdeploy export`")
+        repair_if_abandoned(directory)  # a writer that died mid-way: finish or undo its work first
         if not path.is_file():
             raise SegdeployError(f"{directory} is not a deploy directory (no {FILENAME})", "create it with `segdeploy export`")
         try:
@@ -159,15 +165,21 @@ class Manifest:
         return encode(self.content)
 
     def save(self) -> Path:
-        self.content.updated = now_iso()
         path = self.directory / FILENAME
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
+        atomic_write_text(path, self.dumps())
         return path
 
+    def dumps(self) -> str:
+        """The manifest.json text (stamped `updated`), for `save` or a staged commit (`locking.commit`)."""
+        self.content.updated = now_iso()
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
     # -- artifacts -------------------------------------------------------------------------
-    def add_artifact(self, name: str, filename: str, *, kind: str, precision: str, backend: str, **fields) -> Artifact:
-        """Record `filename` (relative to the deploy directory) under `name`, with its sha256 and size."""
-        path = self.directory / filename
+    def add_artifact(self, name: str, filename: str, *, kind: str, precision: str, backend: str,
+                     staged: Path | None = None, **fields) -> Artifact:
+        """Record `filename` (relative to the deploy directory) under `name`, with its sha256 and size
+        (of `staged`, the temp file that will become `filename`, when given)."""
+        path = staged or self.directory / filename
         artifact = Artifact(file=filename, sha256=sha256_file(path), bytes=path.stat().st_size, created=now_iso(),
                             kind=kind, precision=precision, backend=backend, **fields)
         self.artifacts[name] = artifact
@@ -189,12 +201,34 @@ class Manifest:
         path = self.directory / entry.file
         if not path.is_file():
             raise SegdeployError(f"artifact {name!r} is missing: {path}", "rebuild it")
-        if sha256_file(path) != entry.sha256:
+        digest = sha256_file(path)
+        if digest != entry.sha256:
             raise SegdeployError(
                 f"artifact {name!r} ({path.name}) was modified after it was recorded (sha256 mismatch)",
                 "rebuild it with segdeploy",
             )
+        if path.suffix == ".onnx":  # a graph: a hash re-recorded over a truncated file must not pass
+            _check_graph_parses(path, digest)
         return path
+
+
+_parsed: set[tuple[str, str]] = set()  # (path, sha256) of graphs known to parse, checked once per process
+
+
+def _check_graph_parses(path: Path, digest: str) -> None:
+    """A hash can be re-recorded over a truncated or corrupt graph: refuse it in one line, not a protobuf traceback."""
+    if (str(path), digest) in _parsed:
+        return
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, OSError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SegdeployError(f"{path} is not a readable ONNX graph ({first[:200]})",
+                             "export it again, or rebuild it, with segdeploy") from None
+    _parsed.add((str(path), digest))
 
 
 def parse(data, path: Path) -> ManifestContent:

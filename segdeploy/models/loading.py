@@ -165,7 +165,7 @@ def read_state_dict(path: str | Path, *, key: str | None = None, unsafe_load: bo
     """Read a checkpoint and return a flat state_dict of tensors."""
     path = Path(path)
     if not path.is_file():
-        raise SegdeployError(f"checkpoint not found: {path}")
+        raise SegdeployError(f"checkpoint {path} is a folder, not a file" if path.is_dir() else f"checkpoint not found: {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not unsafe_load)
     except Exception as exc:  # torch raises many types for corrupt/unsafe files

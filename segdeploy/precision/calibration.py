@@ -7,6 +7,7 @@ quantization. Dataset logic stays here, range computation stays in onnxruntime.
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from segdeploy.data import default_calib_dir, find_images
 from segdeploy.errors import SegdeployError, UsageError
 from segdeploy.evaluation.batches import BatchReader
 from segdeploy.graph_spec import GraphSpec
-from segdeploy.preprocess import load_rgb
+from segdeploy.images import read_rgb
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 
@@ -39,7 +40,7 @@ class CalibrationSet:
         """sha256 over the chosen files' names and contents (a changed image → new cache)."""
         digest = hashlib.sha256()
         for path in self.images:
-            digest.update(path.name.encode())
+            digest.update(os.fsencode(path.name))  # bytes: a name that is not UTF-8 must not crash
             digest.update(hashlib.sha256(path.read_bytes()).digest())
         return digest.hexdigest()
 
@@ -127,7 +128,7 @@ def as_reader(data):
 def check_readable(images: tuple[Path, ...]) -> None:
     """Open every calibration image once, so a bad file fails before minutes of calibration."""
     for path in images:
-        load_rgb(path)
+        read_rgb(path)
 
 
 def batch_size(manifest) -> int:

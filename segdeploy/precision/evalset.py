@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from segdeploy.errors import SegdeployError, UsageError
+from segdeploy.classes import ClassMapping, match_classes
+from segdeploy.errors import UsageError
 from segdeploy.evaluation.batches import Batch, BatchReader
 from segdeploy.evaluation.engine import PredictorResult, evaluate, graph_predictor
 from segdeploy.graph_spec import GraphSpec
@@ -30,15 +31,17 @@ class EvalSet:
     """Preprocessed evaluation batches of one deploy directory, plus the FP32 reference maps."""
 
     def __init__(self, manifest, batches: list[Batch], description: str, labelled: bool, warning: str | None = None,
-                 ignore_index: int | None = None):
+                 classes: ClassMapping | None = None):
         self.manifest = manifest
         self.batches = batches
         self.description = description
         self.labelled = labelled
         self.warning = warning
         self.num_classes = manifest.model.num_classes
-        self.ignore_index = ignore_index
+        self.classes = classes  # how model classes are scored against the labels (labelled data)
+        self.evaluated = classes.evaluated if labelled and classes is not None else None  # None: all classes
         self.spec = GraphSpec.of(manifest)
+        self.bootstrap_block = 1  # consecutive images resampled together (`bootstrap_drops`)
         self._reference_miou: float | None = None
         self._reference_maps: list[np.ndarray] | None = None
         self._reference_counts: np.ndarray | None = None
@@ -46,6 +49,13 @@ class EvalSet:
     @property
     def images(self) -> int:
         return sum(b.size for b in self.batches)
+
+    @property
+    def reference_miou(self) -> float:
+        """The FP32 graph's mIoU measured by `reference`."""
+        if self._reference_miou is None:
+            raise RuntimeError("EvalSet.reference(fp32) must be measured first")
+        return self._reference_miou
 
     def feed(self, index: int = 0) -> dict[str, np.ndarray]:
         """Batch `index` as the graph's named input."""
@@ -55,34 +65,24 @@ class EvalSet:
     def open(cls, manifest, data: Path | None, limit: int | None, calib_folder: Path | None) -> "EvalSet":
         """`data` (labelled → mIoU, images → agreement); absent: the calibration folder's val split
         when it is a labelled dataset with one, else its images (with a warning: optimistic)."""
-        from segdeploy.data import open_dataset
-
         if limit is not None and limit < 1:
             raise UsageError(f"--eval-limit must be at least 1, got {limit}")
-        warning = None
-        if data is not None:
-            dataset, what = open_dataset(data), f"{data}"
-        elif calib_folder is not None and (Path(calib_folder) / "splits" / "val.txt").is_file() and (Path(calib_folder) / "labels").is_dir():
-            dataset, what = open_dataset(calib_folder, split="val"), f"{calib_folder} (val split; no --eval-data given)"
-        elif calib_folder is not None:
-            dataset, what = open_dataset(calib_folder, labels=False), f"{calib_folder} (calibration images; no --eval-data given)"
-            warning = "evaluating on the calibration images themselves is optimistic; pass --eval-data with held-out images"
-        else:
-            raise UsageError("--miou-budget needs evaluation images: pass --eval-data DIR")
-        _check_class_count(dataset, manifest, data or calib_folder)
+        dataset, what, warning = eval_dataset(manifest, data, calib_folder)
         return cls.from_dataset(manifest, dataset, what, limit, warning)
 
     @classmethod
     def from_dataset(cls, manifest, dataset, what: str, limit: int | None = None, warning: str | None = None) -> "EvalSet":
         """The first `limit` images of `dataset` (whole batches), read once through the one batch reader."""
         spec = GraphSpec.of(manifest)
+        classes = _class_mapping(dataset, manifest)
         reader = BatchReader(dataset, manifest.preprocess, spec.input_hw,
                              EVAL_BATCH if spec.batch_dynamic else spec.batch, limit=limit, whole_batches=True,
                              what="evaluation images")
         labelled = dataset.has_labels
         kind = "mIoU vs labels" if labelled else "agreement mIoU vs the FP32 graph (no labels)"
-        ignore = dataset.classes.ignore_index if dataset.classes is not None else None
-        return cls(manifest, list(reader), f"{reader.images} images from {what}; {kind}", labelled, warning, ignore)
+        if labelled and classes is not None and not classes.identity:
+            kind += f" over the data's {len(classes.evaluated)} evaluated classes (model class {classes.listed} not evaluated)"
+        return cls(manifest, list(reader), f"{reader.images} images from {what}; {kind}", labelled, warning, classes)
 
     # -- scoring -------------------------------------------------------------------------
     def _evaluate(self, graph: Path) -> PredictorResult:
@@ -92,7 +92,7 @@ class EvalSet:
 
         with OrtRunner(graph) as runner:
             result = evaluate({"graph": graph_predictor(runner, self.spec)}, self.batches, num_classes=self.num_classes,
-                              ignore_index=self.ignore_index, reference=None if self.labelled else self._reference_maps,
+                              classes=self.classes, reference=None if self.labelled else self._reference_maps,
                               input_hw=self.spec.input_hw, per_image=True, keep_maps=self._reference_maps is None)
         return result["graph"]
 
@@ -103,7 +103,7 @@ class EvalSet:
             self._reference_maps = result.maps
             self._reference_counts = np.stack(result.per_image_vs_labels if self.labelled
                                               else [_self_agreement(m, self.num_classes) for m in result.maps])
-            self._reference_miou = _miou(self._reference_counts.sum(axis=0))
+            self._reference_miou = miou_percent(self._reference_counts.sum(axis=0), self.evaluated)
         return self._reference_miou
 
     def drop(self, graph: Path) -> tuple[float, float]:
@@ -116,20 +116,58 @@ class EvalSet:
 
         The standard error says how much the drop would move on another set of images like
         these: a budget below it cannot be told apart from noise. Resampling uses a fixed seed
-        (deterministic); images are resampled jointly for FP32 and the candidate (paired)."""
+        (deterministic); images are resampled jointly for FP32 and the candidate (paired), in
+        circular blocks of `bootstrap_block` consecutive images (1: each image on its own)."""
+        reference, counts = self.counts(graph)
+        miou = miou_percent(counts.sum(axis=0), self.evaluated)
+        if resamples < 1 or len(counts) < 2:
+            return miou, self._reference_miou - miou, None
+        drops = bootstrap_drops(reference, counts, self.bootstrap_block, resamples, evaluated=self.evaluated)
+        return miou, self._reference_miou - miou, float(np.std(drops, ddof=1))
+
+    def counts(self, graph: Path) -> tuple[np.ndarray, np.ndarray]:
+        """Per-image confusion matrices (images × C × C, in evaluation order) of the FP32 reference and
+        of `graph`, for paired resampling; call `reference` first."""
         if self._reference_maps is None:
             raise RuntimeError("EvalSet.reference(fp32) must be measured before drop()")
         result = self._evaluate(graph)
-        counts = np.stack(result.per_image_vs_labels if self.labelled else result.per_image_vs_reference)
-        miou = _miou(counts.sum(axis=0))
-        if resamples < 1 or len(counts) < 2:
-            return miou, self._reference_miou - miou, None
-        rng = np.random.default_rng(BOOTSTRAP_SEED)
-        drops = []
-        for _ in range(resamples):
-            pick = rng.integers(0, len(counts), len(counts))
-            drops.append(_miou(self._reference_counts[pick].sum(axis=0)) - _miou(counts[pick].sum(axis=0)))
-        return miou, self._reference_miou - miou, float(np.std(drops, ddof=1))
+        return self._reference_counts, np.stack(result.per_image_vs_labels if self.labelled else result.per_image_vs_reference)
+
+
+def bootstrap_drops(reference: np.ndarray, counts: np.ndarray, block: int = 1, resamples: int = BOOTSTRAP_RESAMPLES,
+                    seed: int = BOOTSTRAP_SEED, evaluated=None) -> np.ndarray:
+    """mIoU drops (points) of `counts` against `reference` (per-image confusion matrices, paired) over
+    `resamples` circular block-bootstrap resamples: blocks of `block` consecutive images start at
+    uniformly drawn images and wrap around, so every image is equally likely to be drawn; mIoU
+    averages the `evaluated` classes (None: all). Consecutive
+    video frames are alike; resampling them in blocks keeps that likeness inside each resample
+    instead of treating near-duplicates as independent evidence. `block` 1 is the plain bootstrap."""
+    n = len(counts)
+    block = max(1, min(block, n))
+    rng = np.random.default_rng(seed)
+    drops = np.empty(resamples)
+    for r in range(resamples):
+        starts = rng.integers(0, n, -(-n // block))
+        pick = (starts[:, None] + np.arange(block)).ravel()[:n] % n
+        drops[r] = miou_percent(reference[pick].sum(axis=0), evaluated) - miou_percent(counts[pick].sum(axis=0), evaluated)
+    return drops
+
+
+def eval_dataset(manifest, data: Path | None, calib_folder: Path | None):
+    """(dataset, description, warning) of a precision search's evaluation images (see `EvalSet.open`)."""
+    from segdeploy.data import open_dataset
+
+    warning = None
+    if data is not None:
+        dataset, what = open_dataset(data), f"{data}"
+    elif calib_folder is not None and (Path(calib_folder) / "splits" / "val.txt").is_file() and (Path(calib_folder) / "labels").is_dir():
+        dataset, what = open_dataset(calib_folder, split="val"), f"{calib_folder} (val split; no --eval-data given)"
+    elif calib_folder is not None:
+        dataset, what = open_dataset(calib_folder, labels=False), f"{calib_folder} (calibration images; no --eval-data given)"
+        warning = "evaluating on the calibration images themselves is optimistic; pass --eval-data with held-out images"
+    else:
+        raise UsageError("--miou-budget needs evaluation images: pass --eval-data DIR")
+    return dataset, what, warning
 
 
 def _self_agreement(class_map: np.ndarray, num_classes: int) -> np.ndarray:
@@ -139,12 +177,12 @@ def _self_agreement(class_map: np.ndarray, num_classes: int) -> np.ndarray:
     return matrix.counts
 
 
-def _miou(counts: np.ndarray) -> float:
-    return float(scores_from_counts(counts).miou * 100.0)
+def miou_percent(counts: np.ndarray, evaluated=None) -> float:
+    return float(scores_from_counts(counts, evaluated).miou * 100.0)
 
 
-def _check_class_count(dataset, manifest, path) -> None:
-    n = manifest.model.num_classes
-    if dataset.has_labels and dataset.classes is not None and dataset.classes.num_classes != n:
-        raise SegdeployError(f"{path} has {dataset.classes.num_classes} classes but the model outputs {n}",
-                             "evaluate on data labelled with the model's classes, or an image folder (agreement)")
+def _class_mapping(dataset, manifest) -> ClassMapping | None:
+    """How the model's classes are scored on `dataset`'s labels (`match_classes`: one line for a mismatch)."""
+    if not dataset.has_labels or dataset.classes is None:
+        return None
+    return match_classes(manifest.classes, dataset.classes, dataset.root)

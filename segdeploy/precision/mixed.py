@@ -1,23 +1,30 @@
-"""INT8 within an mIoU budget: quantize, measure, and keep the fewest costly layers in float.
+"""INT8 within an mIoU budget: quantize, measure, keep the fewest costly layers in float, confirm.
 
 `make_within_budget` is what `segdeploy build --precision int8 --miou-budget X` runs:
 
-1. quantize the whole graph (the naive INT8 graph) and measure its mIoU drop on the
-   evaluation set (`EvalSet`: vs labels, or agreement with FP32 when unlabelled);
+0. split the evaluation set into a *choice* part and a disjoint *confirmation* part (`confirm`:
+   alternating blocks of consecutive images, or `--confirm-data`); measure FP32 and naive INT8 on
+   both, and refuse a budget below the confirmation's own noise (`confirm.check_noise`);
+1. quantize the whole graph (the naive INT8 graph) and measure its mIoU drop on the choice
+   part (`EvalSet`: vs labels, or agreement with FP32 when unlabelled);
 2. within budget → that graph is the artifact (nothing kept in float);
 3. otherwise rank the quantized nodes by leave-one-out sensitivity on calibration batches
-   (`sensitivity.rank_nodes`, ties broken by name) and search the smallest k such that the
-   top-k kept in float meet the budget: k = 1, 2, 4, … until one passes, then bisection
-   between the last failing and the first passing k. The drop is not exactly monotone in
-   k, so the result is the smallest *found* k, not a proven minimum; every k reported was
-   measured on the evaluation set, and the same inputs give the same k (no randomness);
+   (`sensitivity.rank_nodes`, ties broken by name, optionally in worker processes) and search the
+   smallest k such that the top-k kept in float meet the budget: k = 1, 2, 4, … until one passes,
+   then bisection between the last failing and the first passing k. The drop is not exactly
+   monotone in k, so the result is the smallest *found* k, not a proven minimum; every k reported
+   was measured on the choice part, and the same inputs give the same k (no randomness);
    then each kept node, least sensitive first, is put back to INT8 if the budget still holds
    (`_Search.prune`: one-at-a-time ranking misses nodes that only matter together);
 4. if even every quantized node but one in float misses the budget, stop with an error that
-   says so: the only graph that meets it is the float one (build fp32/fp16 instead).
+   says so: the only graph that meets it is the float one (build fp32/fp16 instead);
+5. measure the chosen graph once on the confirmation part, with an interval; a drop there above
+   the budget stops the build with what would meet it, unless `--accept-unconfirmed` (then the
+   record says so).
 
-The record (budget, evaluation set, naive and final drop, kept nodes, every candidate tried
-and onnxruntime latency of FP32 / naive INT8 / mixed) goes into the artifact's manifest entry.
+The record (budget, both parts, naive and final drop on each, the interval, kept nodes, every
+candidate tried and onnxruntime latency of FP32 / naive INT8 / mixed) goes into the artifact's
+manifest entry.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import onnx
 from segdeploy.errors import SegdeployError, UsageError
 from segdeploy.manifest.names import FP32_GRAPH
 from segdeploy.manifest.records import MixedPrecisionRecord
+from segdeploy.precision.confirm import Confirmation, check_noise, open_parts
 from segdeploy.precision.drift import check_batches
 from segdeploy.precision.evalset import EvalSet
 from segdeploy.precision.qdq_edit import keep_float, quantized_nodes
@@ -47,16 +55,27 @@ class BudgetOptions:
     miou_budget: float  # mIoU points INT8 may lose against the FP32 graph
     eval_data: Path | None = None
     eval_limit: int | None = None
+    confirm_data: Path | None = None  # confirmation images; default: blocks of the evaluation set (`confirm`)
+    split_block: int | None = None  # consecutive images per block of the split (default `confirm.SPLIT_BLOCK`)
+    accept_unconfirmed: bool = False  # write a graph whose budget the confirmation missed, marked so
+    workers: int = 1  # processes for the sensitivity ranking
     latency_iterations: int = 20
 
 
-def budget_options(miou_budget: float | None, eval_data: Path | None, eval_limit: int | None) -> BudgetOptions | None:
-    """The CLI's three options as one value; evaluation options without a budget are a mistake, not a no-op."""
+def budget_options(miou_budget: float | None, eval_data: Path | None = None, eval_limit: int | None = None,
+                   **more) -> BudgetOptions | None:
+    """The CLI's budget options as one value (`more`: the other `BudgetOptions` fields); options of the
+    search without a budget are a mistake, not a no-op."""
     if miou_budget is None:
-        if eval_data is not None or eval_limit is not None:
-            raise UsageError("--eval-data and --eval-limit only apply with --miou-budget")
+        defaults = {"accept_unconfirmed": False, "workers": 1}
+        given = [name for name, value in {"eval_data": eval_data, "eval_limit": eval_limit, **more}.items()
+                 if value is not None and value != defaults.get(name)]
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise UsageError(f"{flags} only apply with --miou-budget")
         return None
-    return BudgetOptions(miou_budget, eval_data, eval_limit)
+    return BudgetOptions(miou_budget, eval_data, eval_limit,
+                         **{name: value for name, value in more.items() if value is not None})
 
 
 def check_budget(options: BudgetOptions | None, precisions: list[str]) -> None:
@@ -66,39 +85,46 @@ def check_budget(options: BudgetOptions | None, precisions: list[str]) -> None:
         raise UsageError("--miou-budget applies to --precision int8")
     if not options.miou_budget >= 0:
         raise UsageError(f"--miou-budget must be >= 0 mIoU points, got {options.miou_budget}")
+    for flag, value in (("--workers", options.workers), ("--split-block", options.split_block)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise UsageError(f"{flag} must be a whole number >= 1, got {value}")
 
 
 def make_within_budget(maker, target: str, options: BudgetOptions, step: Callable[[str], None], warn) -> str:
-    """Build and record the INT8 graph for `target` that meets the budget; returns its artifact name."""
+    """Build and record the INT8 graph for `target` that meets the budget on the choice part and
+    confirm it on the confirmation part (`confirm`); returns its artifact name."""
     manifest = maker.manifest
     fp32_path = manifest.verify(FP32_GRAPH.name)
-    step("preparing the evaluation set")
-    evalset = EvalSet.open(manifest, options.eval_data, options.eval_limit, maker.calib.folder)
-    if evalset.warning:
-        warn(evalset.warning)
+    step("preparing the evaluation set (choice and confirmation parts)")
+    parts = open_parts(manifest, options, maker.calib)
+    if parts.choice.warning:
+        warn(parts.choice.warning)
     with tempfile.TemporaryDirectory(prefix="segdeploy-mixed-") as scratch:
         naive_path = Path(scratch) / "naive.onnx"
         step(f"quantizing the whole graph (naive INT8, {target})")
         maker.quantize(target, naive_path)
-        step(f"evaluating FP32 and naive INT8 on {evalset.description}")
-        reference = evalset.reference(fp32_path)
-        naive_miou, naive_drop, noise = evalset.drop_with_noise(naive_path)
-        _warn_if_below_noise(options.miou_budget, noise, evalset, warn)
-        search = _Search(evalset, onnx.load(str(maker.prepared())), onnx.load(str(naive_path)), Path(scratch), options)
+        step(f"evaluating FP32 and naive INT8 on {parts.choice.images} + {parts.confirmation.images} images")
+        reference = parts.choice.reference(fp32_path)
+        parts.confirmation.reference(fp32_path)
+        naive_on_confirmation = Confirmation.measure(parts.confirmation, naive_path, options.miou_budget)
+        check_noise(options.miou_budget, naive_on_confirmation.standard_error, parts.confirmation)
+        _warn_if_below_noise(options.miou_budget, naive_on_confirmation.standard_error, parts.confirmation, warn)
+        naive_miou, naive_drop, noise = parts.choice.drop_with_noise(naive_path)
+        search = _Search(parts.choice, onnx.load(str(maker.prepared())), onnx.load(str(naive_path)), Path(scratch), options)
         kept, ranking, final_miou, final_drop = [], [], naive_miou, naive_drop
         if naive_drop > options.miou_budget:
-            step("ranking quantized layers by sensitivity (leave-one-out on calibration batches)")
-            batches, _ = check_batches(manifest, maker.calib)
-            ranking = rank_nodes(search.fp32, search.naive, [evalset.spec.feed(b) for b in batches])
+            ranking = _rank(search, manifest, maker, options, step)
             kept, best = search.smallest_prefix([r["node"] for r in ranking], step)
             kept, best = search.prune(kept, best, step)
             final_miou, final_drop = best["miou"], best["drop"]
+        step(f"confirming on {parts.confirmation.images} images the choice did not see")
+        confirmation = _confirm(search, kept, naive_on_confirmation, parts, (final_drop, naive_drop), options, warn)
         step("timing FP32, naive INT8 and mixed graphs (onnxruntime)")
         latency = search.latency(fp32_path, naive_path, kept)
     record = MixedPrecisionRecord(
         budget_miou_drop=options.miou_budget,
-        eval={"description": evalset.description, "images": evalset.images, "labelled": evalset.labelled,
-              "warning": evalset.warning},
+        eval={"description": parts.choice.description, "images": parts.choice.images, "labelled": parts.choice.labelled,
+              "warning": parts.choice.warning},
         fp32_miou=round(reference, 4),
         naive={"miou": round(naive_miou, 4), "drop": round(naive_drop, 4)},
         drop_standard_error=round(noise, 4) if noise is not None else None,
@@ -108,16 +134,46 @@ def make_within_budget(maker, target: str, options: BudgetOptions, step: Callabl
         sensitivity_top=[_short(r) for r in ranking[:TOP_RANKED_RECORDED]],
         trace=search.trace,
         latency_ms=latency,
+        split=parts.split,
+        confirmation=confirmation.to_record(),
     )
     return maker.make(target, keep_float=kept, record={"mixed_precision": record})
 
 
+def _rank(search: "_Search", manifest, maker, options: BudgetOptions, step) -> list[dict]:
+    """Leave-one-out sensitivity on calibration batches, in `options.workers` processes, with progress."""
+    how = f", {options.workers} processes" if options.workers > 1 else ""
+    step(f"ranking quantized layers by sensitivity (leave-one-out on calibration batches{how})")
+    batches, _ = check_batches(manifest, maker.calib)
+    progress = lambda done, total: step(f"ranking quantized layers by sensitivity: {done}/{total}{how}")  # noqa: E731
+    return rank_nodes(search.fp32, search.naive, [search.evalset.spec.feed(b) for b in batches], on_node=progress,
+                      workers=options.workers)
+
+
+def _confirm(search: "_Search", kept: list[str], naive: Confirmation, parts, choice_drops: tuple[float, float],
+             options: BudgetOptions, warn) -> Confirmation:
+    """The chosen graph on the confirmation part; an unconfirmed budget stops the build unless accepted."""
+    if kept:
+        graph = search.graph(kept)
+        confirmation = Confirmation.measure(parts.confirmation, graph, options.miou_budget)
+        graph.unlink()
+    else:
+        confirmation = naive  # naive INT8 is the chosen graph
+    confirmation.naive_drop = naive.drop
+    if not confirmation.confirmed:
+        if not options.accept_unconfirmed:
+            raise confirmation.refusal(parts.choice.images, *choice_drops)
+        confirmation.accepted_unconfirmed = True
+        warn(confirmation.miss(parts.choice.images, choice_drops[0]) + "; written marked unconfirmed (--accept-unconfirmed)")
+    return confirmation
+
+
 def _warn_if_below_noise(budget: float, noise: float | None, evalset: EvalSet, warn) -> None:
-    """A budget smaller than the drop's own uncertainty selects layers on noise: say so."""
+    """A budget smaller than twice the drop's own uncertainty selects and confirms layers on noise: say so."""
     if noise is not None and budget < 2 * noise:
         warn(f"the budget ({budget} mIoU) is below twice the evaluation noise (naive INT8's drop has a standard "
-             f"error of {noise:.2f} points over these {evalset.images} images): the layers chosen may not hold "
-             "on other images; evaluate on more images (--eval-data, --eval-limit)")
+             f"error of {noise:.2f} points over the {evalset.images} confirmation images): the layers chosen may not "
+             "hold on other images; evaluate on more images (--eval-data, --confirm-data)")
 
 
 def _short(row: dict) -> dict:

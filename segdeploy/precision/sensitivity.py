@@ -37,8 +37,8 @@ def session(model: onnx.ModelProto, threads: int | None = None):
     return ort.InferenceSession(model.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"])
 
 
-def first_outputs(model: onnx.ModelProto, batches: list[dict]) -> list[np.ndarray]:
-    runner = session(model)
+def first_outputs(model: onnx.ModelProto, batches: list[dict], threads: int | None = None) -> list[np.ndarray]:
+    runner = session(model, threads)
     name = runner.get_outputs()[0].name
     return [runner.run([name], batch)[0] for batch in batches]
 
@@ -53,19 +53,68 @@ def output_error(reference: list[np.ndarray], candidate: list[np.ndarray]) -> fl
     return noise / spread if spread > 0 else noise
 
 
-def rank_nodes(fp32: onnx.ModelProto, qdq: onnx.ModelProto, batches: list[dict], on_node=None) -> list[dict]:
-    """Quantized nodes, most costly first: {"node", "op", "error_all_int8", "error_this_float", "gain"}."""
-    reference = first_outputs(fp32, batches)
-    base = output_error(reference, first_outputs(qdq, batches))
+def rank_nodes(fp32: onnx.ModelProto, qdq: onnx.ModelProto, batches: list[dict], on_node=None,
+               workers: int = 1) -> list[dict]:
+    """Quantized nodes, most costly first: {"node", "op", "error_all_int8", "error_this_float", "gain"}.
+
+    `workers` > 1 measures the nodes in that many processes, each running onnxruntime with
+    `WORKER_THREADS` intra-op thread(s) (the sessions are independent, so processes scale
+    where one session's threads do not); `on_node(done, total)` reports progress. Every session
+    runs with `WORKER_THREADS` thread(s) either way, so any number of workers gives the same
+    figures bit for bit and the same order."""
+    reference = first_outputs(fp32, batches, WORKER_THREADS)
+    base = output_error(reference, first_outputs(qdq, batches, WORKER_THREADS))
     ops = {n.name: n.op_type for n in qdq.graph.node}
-    ranked = []
     nodes = quantized_nodes(qdq)
-    for index, name in enumerate(nodes):
-        error = output_error(reference, first_outputs(keep_float(qdq, fp32, [name]), batches))
-        ranked.append({"node": name, "op": ops.get(name, "output"), "error_all_int8": base, "error_this_float": error, "gain": base - error})
-        if on_node is not None:
-            on_node(index + 1, len(nodes))
+    if workers > 1 and len(nodes) > 1:
+        errors = _errors_in_processes(fp32, qdq, batches, reference, nodes, workers, on_node)
+    else:
+        errors = {}
+        for index, name in enumerate(nodes):
+            errors[name] = _leave_one_out(fp32, qdq, batches, reference, name)
+            if on_node is not None:
+                on_node(index + 1, len(nodes))
+    ranked = [{"node": name, "op": ops.get(name, "output"), "error_all_int8": base, "error_this_float": errors[name],
+               "gain": base - errors[name]} for name in nodes]
     return sorted(ranked, key=lambda r: (-r["gain"], r["node"]))
+
+
+WORKER_THREADS = 1  # intra-op threads of each ranking session
+
+
+def _leave_one_out(fp32: onnx.ModelProto, qdq: onnx.ModelProto, batches, reference, name: str) -> float:
+    """The output error with only `name` kept in float."""
+    return output_error(reference, first_outputs(keep_float(qdq, fp32, [name]), batches, WORKER_THREADS))
+
+
+def _errors_in_processes(fp32, qdq, batches, reference, nodes: list[str], workers: int, on_node) -> dict[str, float]:
+    """{node: error} measured by `workers` spawned processes (spawn: onnxruntime's thread pools do
+    not survive a fork), each holding the two graphs and the batches once."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    errors: dict[str, float] = {}
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(workers, len(nodes)), mp_context=context, initializer=_start_worker,
+                             initargs=(fp32.SerializeToString(), qdq.SerializeToString(), batches, reference)) as pool:
+        futures = {pool.submit(_worker_error, name): name for name in nodes}
+        for future in as_completed(futures):
+            errors[futures[future]] = future.result()
+            if on_node is not None:
+                on_node(len(errors), len(nodes))
+    return errors
+
+
+_WORKER: dict = {}  # one worker process's graphs and batches (`_start_worker`)
+
+
+def _start_worker(fp32: bytes, qdq: bytes, batches: list[dict], reference: list[np.ndarray]) -> None:
+    _WORKER.update(fp32=onnx.load_from_string(fp32), qdq=onnx.load_from_string(qdq), batches=batches, reference=reference)
+
+
+def _worker_error(name: str) -> float:
+    w = _WORKER
+    return _leave_one_out(w["fp32"], w["qdq"], w["batches"], w["reference"], name)
 
 
 def tensor_errors(fp32: onnx.ModelProto, qdq: onnx.ModelProto, batches: list[dict]) -> list[dict]:

@@ -104,6 +104,6 @@ def test_a_model_that_cannot_run_at_the_input_is_told_in_one_line(models, tmp_pa
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == (
         "error: the model cannot run at input 1x3x16x24 in PyTorch: AssertionError: Input height (16) doesn't match "
-        "width (24) (give an --input-shape (and --model-kwargs) the model accepts)"
+        "width (24) (check --input-shape (its channels and size) and --model-kwargs: they must be what the model takes)"
     )
     assert not (tmp_path / "d").exists()

@@ -13,8 +13,9 @@ import torch
 from segdeploy.backends.onnxruntime import OrtRunner
 from segdeploy.export import ExportRequest, export_model
 from segdeploy.export.fused import Fusion
+from segdeploy.images import read_rgb
 from segdeploy.models import get_spec
-from segdeploy.preprocess import Preprocess, load_rgb
+from segdeploy.preprocess import Preprocess
 from tests.conftest import REPO
 from tests.models.zoo_support import NUM_CLASSES, TINY, input_size
 
@@ -115,7 +116,7 @@ def test_fused_graph_agrees_with_unfused_export_on_calib_images(exports, name, k
     plain_maps, fused_maps = [], []
     with OrtRunner(exports(name, "plain") / "model.onnx") as plain, OrtRunner(exports(name, key) / "model.onnx") as fused:
         for path in CALIB_IMAGES:
-            canvas, _ = preprocess.resize_image(load_rgb(path), hw)
+            canvas, _ = preprocess.resize_image(read_rgb(path), hw)
             tensor = preprocess.normalize(canvas)[None]
             plain_maps.append(plain.infer({"input": tensor})["logits"].argmax(axis=1))
             got = fused.infer({"input": canvas[None] if fusion.preprocess else tensor})

@@ -54,8 +54,11 @@ def test_int8_within_a_budget_on_camvid(tmp_path):
     budget = BudgetOptions(0.25, CAMVID / "val", eval_limit=24)
     build_artifacts(directory, ["int8"], "onnxruntime", BuildOptions(calib=CAMVID / "train", calib_size=32, budget=budget))
     record = Manifest.load(directory).artifact("onnx-int8-ort").mixed_precision
-    assert record.eval["labelled"] and record.eval["images"] == 24
+    # the 24 frames are split into a choice part and a disjoint confirmation part
+    assert record.eval["labelled"] and record.eval["images"] + record.confirmation["images"] == 24
+    assert 0 < record.confirmation["images"] < 24
     assert record.final["drop"] <= 0.25
+    assert record.confirmation["confirmed"] == (record.confirmation["drop"] <= 0.25)
     if record.naive["drop"] <= 0.25:
         assert record.kept_float == []
     else:

@@ -9,10 +9,11 @@ import pytest
 from segdeploy.build import BuildOptions, build_artifacts
 from segdeploy.export import ExportRequest, export_model
 from segdeploy.export.fused import Fusion
+from segdeploy.images import read_rgb
 from segdeploy.manifest import Manifest
 from segdeploy.precision.calibration import reader_for, select_images
 from segdeploy.precision.fused_nodes import fused_nodes
-from segdeploy.preprocess import Preprocess, load_rgb
+from segdeploy.preprocess import Preprocess
 
 from tests.helpers import TINY_SHAPE, requires_tensorrt
 
@@ -58,7 +59,7 @@ def test_calibration_reader_feeds_uint8_canvases(fused_deploy, calib_dir):
     calib = select_images(calib_dir, 3)
     batch = reader_for(Manifest.load(directory), calib).get_next()["input"]
     assert batch.dtype == np.uint8 and batch.shape == (1, H, W, 3)
-    canvas, _ = Preprocess().resize_image(load_rgb(calib.images[0]), (H, W))
+    canvas, _ = Preprocess().resize_image(read_rgb(calib.images[0]), (H, W))
     assert np.array_equal(batch[0], canvas)
 
 

@@ -44,6 +44,14 @@ def test_fallback_meets_the_budget_naive_int8_misses_with_fewer_float_layers(out
     assert not record.eval["labelled"]
     assert 0 < record.drop_standard_error < float(BUDGET) / 2  # the budget is well above the noise: no warning
     assert "evaluation noise" not in result.stderr
+    # chosen on one part, confirmed on the other: both figures, an interval around the confirmed one
+    confirmation = record.confirmation
+    assert record.split["choice"]["images"] == record.eval["images"] == 4 and confirmation["images"] == 4
+    assert record.split["choice"]["indices"] == "0-1,4-5" and record.split["confirmation"]["indices"] == "2-3,6-7"
+    assert confirmation["confirmed"] and confirmation["drop"] <= float(BUDGET) < confirmation["naive_drop"]
+    assert confirmation["interval"][0] <= confirmation["drop"] <= confirmation["interval"][1]
+    assert confirmation["drop"] != record.final["drop"]  # measured on other images, not copied
+    assert f"confirmed on 4 other images: drop {confirmation['drop']:.2f}" in result.stdout
     assert Manifest.load(outlier).artifact("onnx-int8-ort").calibration.reused_cache is False  # calibrated here
     # the recorded graph is the mixed one: the kept node reads a float tensor, not a DequantizeLinear
     graph = onnx.load(str(outlier / "model.int8-ort.onnx")).graph
@@ -55,6 +63,7 @@ def test_fallback_meets_the_budget_naive_int8_misses_with_fewer_float_layers(out
     assert lat["fp32"] > 0 and lat["naive_int8"] > 0 and lat["mixed_int8"] > 0
     summary = json.loads(result.stdout)
     assert summary["artifacts"][-1]["mixed_precision"]["kept_float"] == record.kept_float
+    assert summary["artifacts"][-1]["mixed_precision"]["confirmation"] == confirmation
 
 
 def test_the_search_is_deterministic(outlier, outlier_images, tmp_path):
@@ -63,6 +72,7 @@ def test_the_search_is_deterministic(outlier, outlier_images, tmp_path):
     assert build(outlier, outlier_images, "--miou-budget", BUDGET).exit_code == 0
     second = _record(outlier)
     assert first.kept_float == second.kept_float and first.trace == second.trace
+    assert first.split == second.split and first.confirmation == second.confirmation
 
 
 def test_naive_int8_within_budget_keeps_nothing_in_float(outlier, outlier_images):
@@ -72,12 +82,12 @@ def test_naive_int8_within_budget_keeps_nothing_in_float(outlier, outlier_images
     assert record.kept_float == [] and record.final == record.naive
 
 
-def test_impossible_budget_is_one_line_and_leaves_no_artifact(outlier, outlier_images):
+def test_budget_below_the_confirmation_noise_is_one_line_and_leaves_no_artifact(outlier, outlier_images):
     result = build(outlier, outlier_images, "--miou-budget", "0")
     assert result.exit_code == 1
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    assert "cannot meet --miou-budget 0.0" in lines[-1] and "Traceback" not in result.output
-    assert "below twice the evaluation noise" in result.stderr  # a zero budget is below any image-to-image noise
+    assert "--miou-budget 0.0 is below the noise of its confirmation" in lines[-1] and "Traceback" not in result.output
+    assert "use a budget of at least" in lines[-1]
     assert not (outlier / "model.int8-ort.onnx").exists()
     assert "onnx-int8-ort" not in Manifest.load(outlier).artifacts
 
@@ -92,12 +102,14 @@ def test_budget_needs_int8_and_a_non_negative_number(outlier, outlier_images):
     assert "onnx-int8-ort" not in Manifest.load(outlier).artifacts
 
 
-def test_default_eval_set_is_the_calibration_images_with_a_warning(outlier, outlier_images):
+def test_calibration_images_as_the_only_evaluation_set_cannot_confirm(outlier, outlier_images):
+    """Without --eval-data the calibration images are the evaluation set; they never confirm, so
+    nothing is left to confirm on: one line, no artifact."""
     calib, _ = outlier_images
     result = runner.invoke(app, ["build", str(outlier), "-p", "int8", "--calib", str(calib), "--miou-budget", BUDGET])
-    assert result.exit_code == 0, result.output
-    assert "optimistic" in result.stderr
-    assert "calibration images; no --eval-data given" in _record(outlier).eval["description"]
+    assert result.exit_code == 2, result.output
+    assert "has 0 image(s)" in result.stderr and "calibration images never confirm" in result.stderr
+    assert "onnx-int8-ort" not in Manifest.load(outlier).artifacts
 
 
 @requires_tensorrt
@@ -123,15 +135,20 @@ def test_bench_report_carries_the_evidence(outlier, outlier_images):
     report = json.loads((outlier / "bench" / "bench.json").read_text())
     evidence = report["targets"]["onnx-int8-ort"]["mixed_precision"]
     assert evidence["kept_float"] == _record(outlier).kept_float and evidence["kept_float"]
+    assert evidence["confirmation"] == _record(outlier).confirmation and evidence["split"] == _record(outlier).split
     markdown = (outlier / "bench" / "bench.md").read_text()
     assert "onnx-int8-ort: INT8 within a budget" in markdown
     assert f"in float: {evidence['kept_float'][0]}" in markdown
+    assert f"confirmed on 4 other images: drop {evidence['confirmation']['drop']:.2f}" in markdown
 
 
 def test_labelled_default_eval_set_reproduces_the_demo_models_val_miou(tmp_path):
-    """Default evaluation = calib/'s val split (labelled): the FP32 graph's mIoU must be the one
-    training measured in PyTorch (calib/demo/model.json), an independent check of the evaluator."""
+    """Default evaluation = calib/'s val split (labelled): the FP32 graph's mIoU over it must be the one
+    training measured in PyTorch (calib/demo/model.json), an independent check of the evaluator; the
+    build splits it into disjoint parts, and its calibration images never confirm."""
     from segdeploy.export import ExportRequest, export_model
+    from segdeploy.precision.calibration import select_images
+    from segdeploy.precision.evalset import EvalSet
 
     from tests.helpers import REPO
 
@@ -140,13 +157,30 @@ def test_labelled_default_eval_set_reproduces_the_demo_models_val_miou(tmp_path)
     export_model(ExportRequest(source="unet", out_dir=directory, weights=REPO / "calib" / "demo" / "best.pth",
                                num_classes=6, model_kwargs=demo["model_kwargs"], input_shape=tuple(demo["input_shape"]),
                                classes_file=REPO / "calib" / "classes.json"))
-    result = runner.invoke(app, ["build", str(directory), "-p", "int8", "--miou-budget", "0.5", "--calib-size", "40"])
+    whole = EvalSet.open(Manifest.load(directory), None, None, REPO / "calib")
+    assert whole.images == 40 and abs(whole.reference(directory / "model.onnx") - demo["val_miou"]) < 0.05
+    result = runner.invoke(app, ["build", str(directory), "-p", "int8", "--miou-budget", "0.5", "--calib-size", "40",
+                                 "--accept-unconfirmed"])
     assert result.exit_code == 0, result.output
     record = _record(directory)
-    assert record.eval["labelled"] and record.eval["images"] == 40
-    assert "val split" in record.eval["description"]
-    assert abs(record.fp32_miou - demo["val_miou"]) < 0.05
+    assert record.eval["labelled"] and "val split" in record.eval["description"]
+    choice, confirmation = (_indices(record.split[part]["indices"]) for part in ("choice", "confirmation"))
+    assert sorted(choice + confirmation) == list(range(40)) and not set(choice) & set(confirmation)
+    val = (REPO / "calib" / "splits" / "val.txt").read_text().split()
+    calibrated = {p.stem for p in select_images(REPO / "calib", 40).images}
+    assert record.split["calibration_images_moved_to_choice"] == sum(val[i] in calibrated for i in range(10, 20)) + sum(
+        val[i] in calibrated for i in range(30, 40)) > 0
+    assert not {val[i] for i in confirmation} & calibrated
     assert record.final["drop"] <= 0.5
+    assert record.confirmation["confirmed"] == (record.confirmation["drop"] <= 0.5)
+
+
+def _indices(ranges: str) -> list[int]:
+    out = []
+    for run in ranges.split(","):
+        first, _, last = run.partition("-")
+        out += range(int(first), int(last or first) + 1)
+    return out
 
 
 def test_budget_search_on_a_fused_export(outlier_images, tmp_path):
