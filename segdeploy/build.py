@@ -22,7 +22,7 @@ from segdeploy.precision.calibration import CalibrationSet, check_readable, defa
 from segdeploy.precision.graphs import FP32, Int8Maker, QuantOptions, make_fp16
 from segdeploy.precision.mixed import BudgetOptions, check_budget, make_within_budget
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
 @dataclass
@@ -38,6 +38,8 @@ class BuildOptions:
     max_shapes: dict = field(default_factory=dict)
     engine: EngineOptions = field(default_factory=EngineOptions)
     budget: BudgetOptions | None = None  # int8 within an mIoU budget (`precision.mixed`)
+    device: str | None = None  # openvino: CPU (default), GPU, NPU, AUTO
+    ov_cache: bool = False  # openvino: also store the model compiled for the device
 
 
 @dataclass
@@ -68,7 +70,8 @@ def build_artifacts(
     try:
         for precision in precisions:
             graph = _precision_graph(manifest, precision, backend, options, calib, int8, step, warn)
-            made.append(_describe(manifest, graph, new=graph != FP32))
+            if all(item["name"] != graph for item in made):  # OpenVINO's fp32/bf16/fp16 share one graph
+                made.append(_describe(manifest, graph, new=graph != FP32))
             manifest.save()
             artifact = _backend_artifact(manifest, graph, precision, backend, options, flavour, profile, step, notes)
             if artifact:
@@ -82,7 +85,7 @@ def build_artifacts(
 
 def _check_request(precisions: list[str], backend: str, options: BuildOptions) -> list[str]:
     if not precisions:
-        raise UsageError("give at least one --precision (fp32, fp16, int8)")
+        raise UsageError("give at least one --precision (fp32, fp16, int8; bf16 with --backend openvino)")
     unknown = [p for p in precisions if p not in PRECISIONS]
     if unknown:
         raise UsageError(f"unknown precision {', '.join(unknown)}; valid: {', '.join(PRECISIONS)}")
@@ -97,6 +100,12 @@ def _check_request(precisions: list[str], backend: str, options: BuildOptions) -
                          "run `--calib-method best` first, then --max-miou-drop with the method it picked")
     if backend != "onnxruntime" and options.ort_optimize:
         raise UsageError("--ort-optimize only applies to --backend onnxruntime")
+    if backend != "openvino" and (options.device or options.ov_cache or "bf16" in precisions):
+        raise UsageError("--device, --ov-cache and --precision bf16 only apply to --backend openvino")
+    if backend == "openvino":  # installed, device present, precisions supported: before any long step
+        from segdeploy.backends.openvino import preflight
+
+        preflight(precisions, options.device, options.ov_cache)
     return list(dict.fromkeys(precisions))  # keep order, drop repeats
 
 
@@ -146,8 +155,9 @@ def _calibration_set(options: BuildOptions, warn, required: bool) -> Calibration
 
 
 def _precision_graph(manifest, precision, backend, options, calib, int8, step, warn) -> str:
-    if precision == "fp32":
-        return FP32
+    if precision == "fp32" or (backend == "openvino" and precision != "int8"):
+        return FP32  # OpenVINO computes an FP32 graph in bf16/fp16 itself (its precision hint)
+    backend = _graph_target(backend)
     if precision == "fp16":
         return make_fp16(manifest, options.fp16_block_ops, calib, step)
     if options.quant.method == "best":  # every method calibrated and compared; the best one kept
@@ -159,7 +169,22 @@ def _precision_graph(manifest, precision, backend, options, calib, int8, step, w
     return int8.make(backend)
 
 
+def _graph_target(backend: str) -> str:
+    """The INT8 graph family a backend reads (OpenVINO reads one of segdeploy's Q/DQ graphs as is)."""
+    if backend == "openvino":
+        from segdeploy.backends.openvino import QDQ_TARGET
+
+        return QDQ_TARGET
+    return backend
+
+
 def _backend_artifact(manifest, graph, precision, backend, options, flavour, profile, step, notes) -> str | None:
+    if backend == "openvino":
+        from segdeploy.backends.openvino import build_artifact
+
+        name, note = build_artifact(manifest, graph, precision, device=options.device, cache=options.ov_cache, step=step)
+        notes.append(note)
+        return name
     if backend == "onnxruntime":
         return _ort_artifact(manifest, graph, precision, options, step)
     if options.graph_only:

@@ -118,12 +118,14 @@ class Manifest:
     def verify(self, name: str) -> Path:
         """Path of artifact `name` after checking that its bytes still match the manifest."""
         entry = self.artifact(name)
-        path = self.directory / entry["file"]
-        if not path.is_file():
-            raise SegdeployError(f"artifact {name!r} is missing: {path}", "rebuild it")
-        if sha256_file(path) != entry["sha256"]:
-            raise SegdeployError(
-                f"artifact {name!r} ({path.name}) was modified after it was recorded (sha256 mismatch)",
-                "rebuild it with segdeploy",
-            )
-        return path
+        # companions: files the artifact needs beside its main one (an OpenVINO IR's weights, …)
+        for record in [entry, *entry.get("companions", {}).values()]:
+            path = self.directory / record["file"]
+            if not path.is_file():
+                raise SegdeployError(f"artifact {name!r} is missing: {path}", "rebuild it")
+            if sha256_file(path) != record["sha256"]:
+                raise SegdeployError(
+                    f"artifact {name!r} ({path.name}) was modified after it was recorded (sha256 mismatch)",
+                    "rebuild it with segdeploy",
+                )
+        return self.directory / entry["file"]

@@ -241,7 +241,8 @@ def _build(config: PipelineConfig, directory: Path, backend: str, step) -> bool:
     budget = budget_options(config.int8_max_miou_drop, config.eval_data, config.eval_limit)
     options = BuildOptions(calib=calib, calib_size=config.calib_size, quant=QuantOptions(method=config.calib_method),
                            budget=budget)
-    result = build_artifacts(directory, list(config.precisions), backend, options, step=step, warn=lambda _: None)
+    precisions = [p for p in config.precisions if p != "bf16" or backend == "openvino"]  # bf16: an OpenVINO precision
+    result = build_artifacts(directory, precisions, backend, options, step=step, warn=lambda _: None)
     manifest = Manifest.load(directory)
     manifest.data[PIPELINE_KEY]["builds"][backend] = {"key": key, "artifacts": [a["name"] for a in result.artifacts]}
     manifest.save()

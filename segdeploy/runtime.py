@@ -8,7 +8,8 @@
         print(seg.artifact, seg.last_latency_ms)
 
 Artifact choice (unless `artifact=` names one): a TensorRT engine when one can run here
-(INT8, then FP16, then FP32), else onnxruntime (the CPU-friendly INT8 graph, then FP32,
+(INT8, then FP16, then FP32), then on x86 an OpenVINO artifact when openvino is installed
+(INT8, BF16, FP16, FP32), else onnxruntime (the CPU-friendly INT8 graph, then FP32,
 then FP16). Preprocessing and the class count come from the manifest. A graph exported with
 `--fuse-preprocess` is fed the resized uint8 frame (it normalises itself); one exported with
 `--fuse-argmax` returns its class map directly (no probabilities).
@@ -16,6 +17,7 @@ then FP16). Preprocessing and the class count come from the manifest. A graph ex
 
 from __future__ import annotations
 
+import platform
 import time
 from pathlib import Path
 from typing import Sequence
@@ -30,6 +32,14 @@ from segdeploy.preprocess import Preprocess
 
 PREFERENCE = ("trt-int8", "trt-fp16", "trt-fp32", "ort-int8", "onnx-int8-ort", "ort-fp32", "onnx-fp32",
               "ort-fp16", "onnx-fp16")
+# OpenVINO artifacts come right after TensorRT engines on x86 (the fastest CPU engine there), last elsewhere.
+OPENVINO_PREFERENCE = ("ov-int8", "ov-bf16", "ov-fp16", "ov-fp32")
+
+
+def preference(machine: str | None = None) -> tuple[str, ...]:
+    """Artifact names, most preferred first, for this machine's architecture."""
+    x86 = (machine or platform.machine()).lower() in ("x86_64", "amd64", "i686", "x86")
+    return PREFERENCE[:3] + OPENVINO_PREFERENCE + PREFERENCE[3:] if x86 else PREFERENCE + OPENVINO_PREFERENCE
 
 
 def _open_manifest(path: Path) -> tuple[Manifest, str | None]:
@@ -46,8 +56,8 @@ def _open_manifest(path: Path) -> tuple[Manifest, str | None]:
 def choose_artifact(manifest: Manifest) -> str:
     """The preferred artifact that can run on this machine."""
     runnable = [n for n in manifest.artifacts if cannot_run_here(manifest.artifacts[n]) is None
-                and manifest.artifacts[n].get("kind") in ("onnx", "engine")]
-    for name in PREFERENCE:
+                and manifest.artifacts[n].get("kind") in ("onnx", "engine", "openvino")]
+    for name in preference():
         if name in runnable:
             return name
     if runnable:

@@ -4,4 +4,4 @@ Runners follow Polygraphy's small protocol: a context manager that activates (lo
 model), `infer({name: array}) -> {name: array}`, and deactivates (frees it).
 """
 
-BACKENDS = ("onnxruntime", "tensorrt")
+BACKENDS = ("onnxruntime", "tensorrt", "openvino")

@@ -7,7 +7,11 @@ from segdeploy.manifest import Manifest
 
 
 def cannot_run_here(entry: dict) -> str | None:
-    """Why an artifact cannot run here (an engine without TensorRT runtime or GPU), or None."""
+    """Why an artifact cannot run here (an engine without TensorRT runtime or GPU, no OpenVINO…), or None."""
+    if entry.get("kind") == "openvino":
+        from segdeploy.backends import openvino
+
+        return openvino.cannot_run_here(entry)
     if entry.get("kind") != "engine":
         return None
     try:
@@ -35,6 +39,10 @@ def make_runner(manifest: Manifest, name: str, *, threads: int | None = None, pr
         from segdeploy.backends.tensorrt.runner import TrtRunner
 
         return TrtRunner(path, entry, cuda_graph=cuda_graph)
+    if entry.get("kind") == "openvino":
+        from segdeploy.backends.openvino import OpenVinoRunner
+
+        return OpenVinoRunner.for_artifact(manifest.directory, entry, threads=threads)
     from segdeploy.backends.onnxruntime import OrtRunner
 
     return OrtRunner(path, threads=threads, providers=providers)
