@@ -15,7 +15,9 @@ the same settings as segdeploy's INT8 artifact, so all targets share one process
 loop. Calibration: --calib-size CamVid train frames (calib/ when CamVid is absent).
 
 Timing: `bench`'s interleaved rounds (order rotated each round), medians, as ratios to PyTorch
-eager. Agreement: argmax agreement with PyTorch eager on --agree-frames CamVid val frames (with
+eager. Then segdeploy's `ov-int8` and NNCF's INT8 alone, call by call in pairs (--pairs), and the
+median of the per-pair ratios: on a loaded machine the load drifts between rounds, and a pair
+shares it. Agreement: argmax agreement with PyTorch eager on --agree-frames CamVid val frames (with
 random weights the classes mean nothing; the figure says how far each graph is from eager).
 """
 
@@ -38,6 +40,8 @@ sys.path.insert(0, str(REPO))
 SHARED = REPO.parent / "shared"
 PEERS_PYTHON = REPO / ".venv-peers" / "bin" / "python"
 SHAPE = (1, 3, 256, 512)
+OURS = "openvino int8 (ov-int8: model.int8-ort.onnx)"
+NNCF = "openvino int8 (NNCF, same settings)"
 
 from segdeploy.manifest import Manifest  # noqa: E402
 
@@ -111,12 +115,12 @@ def runners(deploy: Path, nncf_xml: Path | None, threads: int) -> dict:
         "onnxruntime int8 (model.int8-ort.onnx)": OrtRunner(manifest.verify("onnx-int8-ort"), threads=threads),
         "openvino fp32 (ov-fp32)": make_runner(manifest, "ov-fp32", threads=threads),
         "openvino bf16 (ov-bf16)": make_runner(manifest, "ov-bf16", threads=threads),
-        "openvino int8 (ov-int8: model.int8-ort.onnx)": make_runner(manifest, "ov-int8", threads=threads),
+        OURS: make_runner(manifest, "ov-int8", threads=threads),
         "openvino int8 (model.int8-trt.onnx)": OpenVinoRunner(manifest.verify("onnx-int8-trt"), precision="int8",
                                                               threads=threads),
     }
     if nncf_xml is not None:
-        targets["openvino int8 (NNCF, same settings)"] = OpenVinoRunner(nncf_xml, precision="int8", threads=threads)
+        targets[NNCF] = OpenVinoRunner(nncf_xml, precision="int8", threads=threads)
     return targets
 
 
@@ -133,6 +137,22 @@ def agreement(active: dict, deploy: Path, frames: int) -> dict[str, float]:
     return {name: float(np.mean([np.mean(a == b) for a, b in zip(maps, reference)])) for name, maps in labels.items()}
 
 
+def paired_ratio(ours, theirs, x: dict, pairs: int) -> dict | None:
+    """Median and quartiles of ours/theirs latency over `pairs` back-to-back pairs (order alternating)."""
+    if pairs < 1:
+        return None
+    ratios = []
+    for i in range(pairs):
+        times = {}
+        for name, runner in ((("ours", ours), ("theirs", theirs)) if i % 2 == 0 else (("theirs", theirs), ("ours", ours))):
+            start = time.perf_counter()
+            runner.infer(x)
+            times[name] = time.perf_counter() - start
+        ratios.append(times["ours"] / times["theirs"])
+    q1, median, q3 = np.percentile(ratios, [25, 50, 75])
+    return {"pairs": pairs, "median": round(float(median), 3), "q1": round(float(q1), 3), "q3": round(float(q3), 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/ov-measure"))
@@ -142,6 +162,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--calib-size", type=int, default=32)
     parser.add_argument("--agree-frames", type=int, default=8)
+    parser.add_argument("--pairs", type=int, default=40, help="ov-int8 vs NNCF, call by call")
     parser.add_argument("--no-nncf", action="store_true")
     args = parser.parse_args()
     from contextlib import ExitStack
@@ -161,11 +182,12 @@ def main() -> None:
         samples = time_interleaved({n: (lambda r=r: r.infer(x)) for n, r in active.items()}, rounds=args.rounds,
                                    warmup=args.warmup, iterations=args.iterations)
         precisions = {n: getattr(r, "runtime_precisions", {}) for n, r in active.items()}
+        paired = None if nncf_xml is None else paired_ratio(active[OURS], active[NNCF], x, args.pairs)
     medians = {name: summarize(s).median for name, s in samples.items()}
     eager = medians["pytorch eager"]
     report = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu": platform.processor() or platform.machine(),
               "threads": args.threads, "openvino": openvino.__version__, "torch": torch.__version__, "nncf": nncf_record,
-              "rows": [{"target": n, "median_ms": round(m, 2), "vs_eager": round(m / eager, 3),
+              "paired_ov_int8_over_nncf": paired, "rows": [{"target": n, "median_ms": round(m, 2), "vs_eager": round(m / eager, 3),
                         "agreement_with_eager": agree.get(n), "runtime_precisions": precisions[n]} for n, m in medians.items()]}
     out = args.work / f"results-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
@@ -174,6 +196,9 @@ def main() -> None:
         share = "–" if row["agreement_with_eager"] is None else f"{100 * row['agreement_with_eager']:.2f}"
         layers = ", ".join(f"{p} {n}" for p, n in row["runtime_precisions"].items()) or "–"
         print(f"| {row['target']} | {row['median_ms']:.1f} | {row['vs_eager']:.3f} | {share} | {layers} |")
+    if paired:
+        print(f"\n{OURS} / {NNCF}, {paired['pairs']} calls each in pairs: median ratio {paired['median']:.3f} "
+              f"(quartiles {paired['q1']:.3f}–{paired['q3']:.3f})")
     print(f"\n{out}")
 
 
