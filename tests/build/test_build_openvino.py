@@ -318,3 +318,15 @@ def test_help_and_other_backends_do_not_import_openvino(demo, tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_auto_device_builds_and_runs_but_cannot_be_cached(deploy, cli):
+    directory = deploy("static")
+    result = cli("build", str(directory), "-p", "fp32", "--backend", "openvino", "--device", "AUTO", "--ov-cache")
+    assert result.returncode == 2 and "AUTO chooses at run time" in result.stderr
+    assert cli("build", str(directory), "-p", "fp32", "--backend", "openvino", "--device", "auto").returncode == 0
+    manifest = Manifest.load(directory)
+    assert manifest.artifact("ov-fp32")["settings"]["device"] == "AUTO"
+    x = {"input": np.random.default_rng(0).standard_normal((1, 3, 96, 160)).astype(np.float32)}
+    with make_runner(manifest, "ov-fp32", threads=1) as ov, OrtRunner(manifest.verify("onnx-fp32"), threads=1) as ort:
+        np.testing.assert_allclose(ov.infer(x)["logits"], ort.infer(x)["logits"], rtol=1e-4, atol=1e-4)
