@@ -250,12 +250,11 @@ class OpenVinoRunner(Runner):
     def _activate(self) -> None:
         check_precision(self.precision, resolve_device(self.device))
         blob = self.compiled_blob
-        if blob and blob.get("openvino") == version() and blob.get("device") == self.device:
-            # The hint is passed again: a CPU blob is recompiled on import with the import's properties.
-            self.compiled, self.loaded_from = compile_model(Path(blob["path"]).read_bytes(), self.precision, self.device,
-                                                            self.threads), "compiled blob"
-        else:
-            self.compiled, self.loaded_from = compile_model(self.path, self.precision, self.device, self.threads), "IR"
+        use_blob = bool(blob) and blob.get("openvino") == version() and blob.get("device") == self.device
+        # The hint goes with the blob too: a CPU blob is recompiled on import with the import's properties.
+        source = Path(blob["path"]).read_bytes() if use_blob else self.path
+        self.compiled = compile_model(source, self.precision, self.device, self.threads)
+        self.loaded_from = "compiled blob" if use_blob else "IR"
         self.runtime_precisions = runtime_precisions(self.compiled)
         self.request = self.compiled.create_infer_request()
 
