@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from segdeploy.atomic import atomic_write_text, sha256_file
+from segdeploy.backends import registry
 from segdeploy.errors import SegdeployError, UsageError
 from segdeploy.manifest import Manifest
 from segdeploy.manifest.names import FP32_GRAPH
@@ -131,7 +132,19 @@ def parse_config(raw, base: Path, out: Path | None = None) -> PipelineConfig:
 
     # checked before any export runs, not after the first model's
     check_budget(budget_options(config.int8_miou_budget, config.eval_data, config.eval_limit), config.precisions)
+    _check_precisions(config)
     return config
+
+
+def _check_precisions(config: PipelineConfig) -> None:
+    """Each precision must be built by at least one of the config's backends (bf16: OpenVINO only)."""
+    specs = [registry.backend(name) for name in config.backends]
+    known = {p for spec in registry.BACKENDS.values() for p in spec.precisions}  # others: build's "unknown precision"
+    for precision in config.precisions:
+        if precision in known and not any(precision in spec.precisions for spec in specs):
+            owners = [b.name for b in registry.BACKENDS.values() if precision in b.precisions]
+            raise UsageError(f"precision {precision} is built by none of the config's backends ({', '.join(config.backends)})",
+                             f"add {' or '.join(owners)} to `backends:`")
 
 
 OLD_BUDGET_KEY = "int8_max_miou_drop"  # the budget's first spelling, still read
@@ -253,7 +266,8 @@ def _build(config: PipelineConfig, directory: Path, backend: str, step) -> bool:
     budget = budget_options(config.int8_miou_budget, config.eval_data, config.eval_limit)
     options = BuildOptions(calib=calib, calib_size=config.calib_size, quant=QuantOptions(method=config.calib_method),
                            budget=budget)
-    result = build_artifacts(directory, list(config.precisions), backend, options, step=step, warn=lambda _: None)
+    precisions = [p for p in config.precisions if p in registry.backend(backend).precisions]  # bf16: OpenVINO's only
+    result = build_artifacts(directory, precisions, backend, options, step=step, warn=lambda _: None)
     manifest = Manifest.load(directory)
     manifest.pipeline = manifest.pipeline or PipelineState(export_key="")
     manifest.pipeline.builds[backend] = BuildState(key=key, artifacts=[a["name"] for a in result.artifacts])

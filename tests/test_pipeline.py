@@ -140,6 +140,9 @@ def test_config_with_best_calibration_method(tmp_path):
         ("models: [{source: unet}]\nint8_max_miou_drop: lots", "`int8_max_miou_drop` must be a number"),
         ("models: [{source: unet}]\nint8_miou_budget: 1\nint8_max_miou_drop: 1", "give int8_miou_budget only"),
         ("models: [{source: unet}]\neval_limit: 8", "only apply with --miou-budget"),
+        ("models: [{source: unet}]\nprecisions: [fp32, bf16]", "precision bf16 is built by none of the config's backends "
+         "(onnxruntime) (add openvino to `backends:`)"),
+        ("models: [{source: unet}]\nbackends: [onnxruntime, tpu]", "unknown backend 'tpu'"),
     ],
 )
 def test_bad_configs(cli, tmp_path, text, message):

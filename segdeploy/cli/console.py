@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from segdeploy.errors import SegdeployError
 
@@ -33,7 +34,8 @@ def user_errors() -> Iterator[None]:
     except SegdeployError as exc:
         if debug_enabled():
             raise
-        stderr.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        # escaped: a message may hold brackets that are not markup, e.g. `pip install "segdeploy[openvino]"`
+        stderr.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
         raise typer.Exit(exc.exit_code) from None
 
 

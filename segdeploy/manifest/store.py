@@ -25,6 +25,7 @@ from segdeploy.classes import ClassInfo
 from segdeploy.errors import SegdeployError
 from segdeploy.manifest.records import (
     Artifact,
+    CompanionFile,
     FusionRecord,
     InputRecord,
     ModelRecord,
@@ -165,13 +166,20 @@ class Manifest:
         return path
 
     # -- artifacts -------------------------------------------------------------------------
-    def add_artifact(self, name: str, filename: str, *, kind: str, precision: str, backend: str, **fields) -> Artifact:
-        """Record `filename` (relative to the deploy directory) under `name`, with its sha256 and size."""
-        path = self.directory / filename
-        artifact = Artifact(file=filename, sha256=sha256_file(path), bytes=path.stat().st_size, created=now_iso(),
-                            kind=kind, precision=precision, backend=backend, **fields)
+    def add_artifact(self, name: str, filename: str, *, kind: str, precision: str, backend: str,
+                     companions: dict[str, str] | None = None, **fields) -> Artifact:
+        """Record `filename` (relative to the deploy directory) under `name`, with its sha256 and size;
+        `companions` (role → filename) are the files it needs beside it, recorded the same way."""
+        artifact = Artifact(**self._file_record(filename), created=now_iso(), kind=kind, precision=precision,
+                            backend=backend, **fields)
+        if companions:
+            artifact.companions = {role: CompanionFile(**self._file_record(file)) for role, file in companions.items()}
         self.artifacts[name] = artifact
         return artifact
+
+    def _file_record(self, filename: str) -> dict:
+        path = self.directory / filename
+        return {"file": filename, "sha256": sha256_file(path), "bytes": path.stat().st_size}
 
     def artifact(self, name: str) -> Artifact:
         try:
@@ -184,17 +192,18 @@ class Manifest:
         return self.directory / self.artifact(name).file
 
     def verify(self, name: str) -> Path:
-        """Path of artifact `name` after checking that its bytes still match the manifest."""
+        """Path of artifact `name` after checking that its bytes, and its companions', still match the manifest."""
         entry = self.artifact(name)
-        path = self.directory / entry.file
-        if not path.is_file():
-            raise SegdeployError(f"artifact {name!r} is missing: {path}", "rebuild it")
-        if sha256_file(path) != entry.sha256:
-            raise SegdeployError(
-                f"artifact {name!r} ({path.name}) was modified after it was recorded (sha256 mismatch)",
-                "rebuild it with segdeploy",
-            )
-        return path
+        for record in [entry, *(entry.companions or {}).values()]:
+            path = self.directory / record.file
+            if not path.is_file():
+                raise SegdeployError(f"artifact {name!r} is missing: {path}", "rebuild it")
+            if sha256_file(path) != record.sha256:
+                raise SegdeployError(
+                    f"artifact {name!r} ({path.name}) was modified after it was recorded (sha256 mismatch)",
+                    "rebuild it with segdeploy",
+                )
+        return self.directory / entry.file
 
 
 def parse(data, path: Path) -> ManifestContent:
