@@ -213,7 +213,7 @@ class Artifact(Record):
     kind: str  # names.ONNX | names.ENGINE | names.OPENVINO_IR
     precision: str  # fp32 | fp16 | bf16 | int8
     backend: str  # the runtime that runs it: onnxruntime | tensorrt | openvino
-    target: str | None = optional()  # the runtime family a precision graph was made for: any | onnxruntime | tensorrt | onnxruntime-cpu
+    target: str | None = optional()  # the runtime family a precision graph was made for: any | onnxruntime | tensorrt | onnxruntime-cpu | openvino
     parent: str | None = optional()  # the artifact it was made from
     opset: int | None = optional()
     simplified: bool | None = optional()
