@@ -129,13 +129,21 @@ def check_precision(precision: str, device: str) -> None:
                              "build fp32 or int8 instead" if precision in ("bf16", "fp16") else None)
 
 
+def openvino_record(artifact) -> OpenVinoRecord:
+    """The artifact's `openvino` record (device, version), which every `ov-*` artifact has."""
+    if artifact.openvino is None:
+        raise SegdeployError(f"{artifact.file} is recorded without its OpenVINO details (device, version)",
+                             "rebuild it with `segdeploy build --backend openvino`")
+    return artifact.openvino
+
+
 def why_not_here(artifact) -> str | None:
     """Why an `ov-*` artifact (a manifest `Artifact`) cannot run here (no openvino, no device, no BF16…), or None."""
     try:
         load_openvino()
+        device = openvino_record(artifact).device
     except SegdeployError as exc:
         return str(exc)
-    device = artifact.openvino.device
     try:
         resolve_device(device)
     except SegdeployError as exc:
@@ -240,7 +248,7 @@ class OpenVinoRunner(Runner):
     @classmethod
     def for_artifact(cls, directory: Path, artifact, threads: int | None = None) -> "OpenVinoRunner":
         """The runner for a manifest `Artifact` of kind `openvino` (its compiled blob, if any, made with it)."""
-        record = artifact.openvino
+        record = openvino_record(artifact)
         blob = (artifact.companions or {}).get("compiled")
         compiled_blob = blob and {"path": str(Path(directory) / blob.file), "openvino": record.version, "device": record.device}
         return cls(Path(directory) / artifact.file, precision=artifact.precision, device=record.device, threads=threads,

@@ -278,6 +278,18 @@ def test_openvino_artifacts_skipped_without_openvino(demo, monkeypatch):
     assert choose_artifact(manifest) == "onnx-int8-ort"
 
 
+def test_an_ov_artifact_recorded_without_its_openvino_record_is_refused(demo, tmp_path):
+    copy = tmp_path / "d"
+    shutil.copytree(demo, copy)
+    manifest = Manifest.load(copy)
+    manifest.artifact("ov-int8").openvino = None
+    manifest.save()
+    manifest = Manifest.load(copy)
+    assert "recorded without its OpenVINO details" in cannot_run_here(manifest.artifact("ov-int8"))
+    with pytest.raises(SegdeployError, match="model.int8.ov.xml is recorded without its OpenVINO details"):
+        make_runner(manifest, "ov-int8")
+
+
 @pytest.mark.parametrize("device, code, message", [
     ("GPU", 1, "OpenVINO device GPU is not available here; available: CPU"),
     ("TPU", 2, "unknown OpenVINO device 'TPU'; valid: CPU, GPU, NPU, AUTO"),
