@@ -68,16 +68,17 @@ def build_artifacts(
     (`manifest.locking`)."""
     precisions = _check_request(precisions, backend_name, options)
     target = backend(backend_name)
-    Manifest.load(deploy_dir)  # a missing or foreign directory is refused before anything is created in it
+    manifest = Manifest.load(deploy_dir)  # a missing or foreign directory is refused before anything is created in it
+    # the backend's checks (installed, device, precisions, profile) fail before the lock and journal: nothing to repair
+    context = target.call("prepare", manifest, options, precisions) if target.prepare else None
     with deploy_lock(deploy_dir, "build"), journal(deploy_dir, "build"):
-        return _build_locked(deploy_dir, precisions, target, options, step, on_batch, warn)
+        return _build_locked(deploy_dir, precisions, target, options, context, step, on_batch, warn)
 
 
-def _build_locked(deploy_dir, precisions, target: BackendSpec, options, step, on_batch, warn) -> BuildResult:
+def _build_locked(deploy_dir, precisions, target: BackendSpec, options, context, step, on_batch, warn) -> BuildResult:
     manifest = Manifest.load(deploy_dir)  # read under the lock: includes what a build before this one recorded
     fault_point("build:loaded")
     manifest.verify(FP32_GRAPH.name)
-    context = target.call("prepare", manifest, options, precisions) if target.prepare else None  # fail before any long step
     calib = _calibration_set(options, warn, required="int8" in precisions)
     notes: list[str] = []
     made: list[dict] = []

@@ -194,13 +194,13 @@ def test_segmenter_picks_openvino_on_x86_and_matches_onnxruntime(demo):
     import platform
 
     from segdeploy import Segmenter
-    from segdeploy.preprocess import load_rgb
+    from segdeploy.images import read_rgb
     from segdeploy.backends.registry import preference
 
     if platform.machine().lower() not in ("x86_64", "amd64"):
         pytest.skip("OpenVINO is preferred on x86 only")
     assert preference("aarch64").index("ov-int8") > preference("aarch64").index("onnx-fp16")
-    frames = [load_rgb(p) for p in sorted((CALIB / "images").iterdir())[:4]]
+    frames = [read_rgb(p) for p in sorted((CALIB / "images").iterdir())[:4]]
     with Segmenter(demo, threads=1) as seg, Segmenter(demo, artifact="onnx-int8-ort", threads=1) as ort:
         assert seg.artifact == "ov-int8"
         maps = [(seg(f), ort(f)) for f in frames]
