@@ -21,3 +21,9 @@ if [ -n "$extras" ]; then
 else
   .venv/bin/python -m pip install -q -e .
 fi
+if [[ ",$extras," == *",dev,"* ]]; then
+  # TensorRT 10 type stubs for the API check (tests/backends/test_tensorrt_api.py), kept out of
+  # site-packages: their stub-only `tensorrt/` folder would import as an empty namespace package
+  # and hide tensorrt_rtx, and their dependency (the full tensorrt wheel) is not installable here.
+  .venv/bin/python -m pip install -q --no-deps --upgrade --target .venv/typestubs "tensorrt-stubs==10.13.0.35.1"
+fi
