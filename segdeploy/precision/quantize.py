@@ -206,11 +206,12 @@ def quantize_graph(
         raise SegdeployError(nothing_quantizable(exclude_nodes, exclude_ops), "build --precision fp16 instead")
     extra = dict(target.extra_options)
     extra.update(_calibration_options(method, percentile, len(reader)))
+    # Every target calibrates the same op types, so the range cache fits both; the TensorRT
+    # placement then narrows quantization to its chosen nodes.
+    chosen: dict = {"op_types_to_quantize": ops_to_quantize(list(exclude_ops))}
     if target.placement == "tensorrt":
         extra.update(trt_placement.ort_options(model, placement))
-        chosen = {"op_types_to_quantize": placement.op_types(model), "nodes_to_quantize": placement.nodes}
-    else:
-        chosen = {"op_types_to_quantize": ops_to_quantize(list(exclude_ops))}
+        chosen["nodes_to_quantize"] = placement.nodes
     with atomic_path(out_path) as tmp, quiet_quantization():
         quantize_static(
             str(prepared),

@@ -42,10 +42,6 @@ class Placement:
     float_inputs: dict[str, set[int]] = field(default_factory=dict)  # residual Add → index of the branch TensorRT fuses
     roles: dict[str, str] = field(default_factory=dict)  # node → "weighted" | "residual-add" | "pool"
 
-    def op_types(self, model: onnx.ModelProto) -> list[str]:
-        chosen = set(self.nodes)
-        return sorted({n.op_type for n in model.graph.node if n.name in chosen})
-
     def summary(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for role in self.roles.values():

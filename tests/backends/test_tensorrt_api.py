@@ -25,6 +25,7 @@ pytestmark = pytest.mark.skipif(not (STUBS / "tensorrt").is_dir() or not CHECKER
                                 reason="the TensorRT stubs or basedpyright are missing: run `bash scripts/setup.sh dev`")
 
 
+CHECKS = {"typeCheckingMode": "standard", "pythonVersion": "3.10", "reportMissingModuleSource": "none"}  # as in pyproject.toml
 MISSPELLINGS = [  # (file, a real call in it, the same call misspelt)
     ("builder.py", "builder.create_builder_config()", "builder.create_builder_confg()"),
     ("runner.py", "self.context.set_tensor_address(", "self.context.set_tensor_adress("),
@@ -38,8 +39,17 @@ def _check(config: Path) -> dict:
     return json.loads(result.stdout)
 
 
-def test_tensorrt_backend_conforms_to_the_tensorrt_10_api():
-    report = _check(REPO / "pyproject.toml")
+@pytest.mark.parametrize("stubs", [STUBS, STUBS.with_name("typestubs-10.8")], ids=["10.13", "10.8"])
+def test_tensorrt_backend_conforms_to_the_tensorrt_10_api(stubs, tmp_path):
+    """10.13 through pyproject.toml's configuration; 10.8 (the oldest stubs, nearest JetPack 6's 10.3) likewise."""
+    if not (stubs / "tensorrt").is_dir():
+        pytest.skip(f"{stubs} is missing: run `bash scripts/setup.sh dev`")
+    config = REPO / "pyproject.toml"
+    if stubs != STUBS:
+        config = tmp_path / "pyrightconfig.json"
+        config.write_text(json.dumps({"include": [str(REPO / "segdeploy/backends/tensorrt")], "stubPath": str(stubs),
+                                      "extraPaths": [str(REPO)], **CHECKS}), encoding="utf-8")
+    report = _check(config)
     errors = [f"{d['file']}:{d['range']['start']['line'] + 1}: {d['message']}" for d in report["generalDiagnostics"]
               if d["severity"] == "error"]
     assert not errors, "\n".join(errors)
@@ -54,8 +64,7 @@ def test_a_misspelt_tensorrt_call_fails_the_check(tmp_path):
         copy = tmp_path / f"case{index}_{file}"
         copy.write_text(source.replace(right, wrong, 1), encoding="utf-8")
         copies.append(copy)
-    config = {"include": [str(c) for c in copies], "stubPath": str(STUBS), "extraPaths": [str(REPO)],
-              "typeCheckingMode": "standard", "pythonVersion": "3.10", "reportMissingModuleSource": "none"}
+    config = {"include": [str(c) for c in copies], "stubPath": str(STUBS), "extraPaths": [str(REPO)], **CHECKS}
     (tmp_path / "pyrightconfig.json").write_text(json.dumps(config), encoding="utf-8")
     report = _check(tmp_path / "pyrightconfig.json")
     for copy, (_, _, wrong) in zip(copies, MISSPELLINGS):

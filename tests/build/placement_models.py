@@ -48,3 +48,20 @@ class NoWeights(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(x) * 2.0 - x
+
+
+class Gated(nn.Module):
+    """Conv, a sigmoid gate and an upsampling between convolutions: tensors no weighted layer reads or writes
+    (onnxruntime's own placement quantizes them; the TensorRT placement does not)."""
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.gate = nn.Conv2d(8, 8, 1)
+        self.classifier = nn.Conv2d(8, num_classes, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = torch.relu(self.stem(x))
+        gated = features * torch.sigmoid(self.gate(features)) * 1.5
+        return self.classifier(nn.functional.interpolate(gated, scale_factor=2.0, mode="bilinear"))
