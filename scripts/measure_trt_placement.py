@@ -82,14 +82,16 @@ def eval_reader(manifest, calib, args):
 
 
 def label_miou(manifest, graphs: dict[str, Path], fp32: Path, args) -> dict[str, float]:
-    """mIoU against labels when --eval is a labelled dataset (else empty)."""
+    """mIoU against labels, and the bootstrap standard error of each drop, when --eval is labelled."""
     from segdeploy.precision.evalset import EvalSet
 
     if args.eval is None or not (args.eval / "labels").is_dir():
         return {}
     evalset = EvalSet.open(manifest, args.eval, args.eval_limit, None)
-    scores = {"fp32": evalset.reference(fp32)}
-    scores.update({name: evalset.drop(path)[0] for name, path in graphs.items()})
+    scores = {"miou_fp32": evalset.reference(fp32)}
+    for name, path in graphs.items():
+        miou, _, error = evalset.drop_with_noise(path)
+        scores.update({f"miou_{name}": miou, f"drop_se_{name}": error})
     return scores
 
 
@@ -128,7 +130,7 @@ def measure(directory: Path, args) -> dict:
         scores = score_graphs(fp32, graphs, reader, int(manifest.data["model"]["num_classes"]))
         row = {"model": directory.name, "eval": described, "calibration": f"{len(calib.images)} images of {args.calib}",
                **{f"agreement_{n}": round(100 * s["argmax_agreement"], 2) for n, s in scores.items()},
-               **{f"miou_{n}": round(v, 2) for n, v in label_miou(manifest, graphs, fp32, args).items()}}
+               **{k: round(v, 2) for k, v in label_miou(manifest, graphs, fp32, args).items() if v is not None}}
         if not args.no_trt:
             row.update({f"trt_{n}": trt_builds(path, maker.scratch()) for n, path in graphs.items()})
         return row

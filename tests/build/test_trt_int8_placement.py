@@ -36,10 +36,11 @@ class Case:
     source: str
     kwargs: dict = dataclasses.field(default_factory=dict)
     opset: int = 11  # scaled_dot_product_attention exports from opset 14 until its opset-11 rewrite lands
+    shape: tuple[int, int, int, int] = SHAPE
 
 
-def smp(arch: str, encoder: str, opset: int = 11) -> Case:
-    return Case(f"{MODELS}:smp_model", {"arch": arch, "encoder": encoder}, opset)
+def smp(arch: str, encoder: str, opset: int = 11, shape=SHAPE) -> Case:
+    return Case(f"{MODELS}:smp_model", {"arch": arch, "encoder": encoder}, opset, shape)
 
 
 REPRESENTATIVE = {
@@ -54,10 +55,14 @@ SMP_MATRIX = {
         "Unet": ["tu-mobilenetv3_small_100", "tu-efficientnet_b0", "tu-convnext_atto"],
         "FPN": ["resnet18", "mit_b0", "tu-mobilenetv3_small_100"],
         "DeepLabV3Plus": ["resnet18", "tu-efficientnet_b0"],
-        "DeepLabV3": ["resnet18"], "PSPNet": ["tu-mobilenetv3_small_100"], "Linknet": ["resnet18"],
-        "PAN": ["resnet18"], "MAnet": ["tu-efficientnet_b0"], "UnetPlusPlus": ["resnet18"],
-        "UPerNet": ["resnet18", "mit_b0"], "Segformer": ["mit_b0", "resnet18"],
+        "DeepLabV3": ["resnet18"], "Linknet": ["resnet18"], "MAnet": ["tu-efficientnet_b0"],
+        "UnetPlusPlus": ["resnet18"], "UPerNet": ["resnet18", "mit_b0"], "Segformer": ["mit_b0", "resnet18"],
     }.items() for encoder in encoders
+} | {
+    # PSPNet's pyramid (bins 1, 2, 3, 6 at 1/8) gets sizes its bins divide: at 64×96 the export fails (see README);
+    # PAN's pooling attention needs at least 8 px at 1/32.
+    "smp-PSPNet-tu-mobilenetv3_small_100": smp("PSPNet", "tu-mobilenetv3_small_100", shape=(1, 3, 96, 144)),
+    "smp-PAN-resnet18": smp("PAN", "resnet18", shape=(1, 3, 256, 320)),
 }
 
 
@@ -75,7 +80,7 @@ def _export(name: str, case: Case, root: Path) -> Path:
     from segdeploy.export import ExportRequest, export_model
     from segdeploy.models import get_spec
 
-    shape = SHAPE
+    shape = case.shape
     if ":" not in case.source:  # a registry model: its own size multiple, still non-square
         multiple = get_spec(case.source).size_multiple
         shape = (1, 3, max(multiple, -(-64 // multiple) * multiple), max(2 * multiple, -(-96 // multiple) * multiple))
