@@ -18,6 +18,7 @@ from pathlib import Path
 import onnx
 import pytest
 
+from segdeploy.backends.tensorrt.device import gpu_info
 from segdeploy.build import BuildOptions, build_artifacts
 from segdeploy.errors import SegdeployError
 from segdeploy.manifest import Manifest
@@ -152,3 +153,21 @@ def test_old_placement_failure_names_the_onnx_node(tmp_path, calib_dir):
     assert f"--exclude-nodes {named[0]}" in err.value.hint
     assert "quantized constant" in err.value.message and "qdqGraphOptimizer" not in str(err.value)
     assert not (tmp_path / "x.engine").exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(gpu_info() is None,
+                    reason="the engine inspector needs a CUDA GPU to load the engine (none here); unverified on this machine")
+def test_engine_runs_convolutions_in_int8(tmp_path, calib_dir):
+    """What the built engine really runs: every convolution layer reads INT8 (engine inspector, detailed)."""
+    from segdeploy.backends.tensorrt.builder import EngineOptions
+    from segdeploy.backends.tensorrt.inspect import engine_layers
+
+    directory = _export("resnet", REPRESENTATIVE["smp-Unet-resnet18"], tmp_path)
+    build_artifacts(directory, ["int8"], "tensorrt",
+                    BuildOptions(calib=calib_dir, calib_size=4, engine=EngineOptions(detailed_layers=True)))
+    layers = engine_layers(Manifest.load(directory).verify("trt-int8"))
+    convolutions = [layer for layer in layers if "Convolution" in str(layer.get("LayerType", ""))]
+    int8 = [layer for layer in convolutions
+            if any("int8" in str(i.get("Format/Datatype", "")).lower() for i in layer.get("Inputs", []))]
+    assert convolutions and len(int8) == len(convolutions), [layer.get("Name") for layer in convolutions if layer not in int8]
