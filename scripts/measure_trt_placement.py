@@ -39,6 +39,7 @@ def parse_args(argv):
     parser.add_argument("--eval-limit", type=int, default=None)
     parser.add_argument("--method", default="minmax")
     parser.add_argument("--no-trt", action="store_true", help="skip the TensorRT-RTX builds")
+    parser.add_argument("--no-labels", action="store_true", help="agreement only (untrained models: mIoU means nothing)")
     parser.add_argument("--export-zoo", type=Path, help="export every registry model here first")
     parser.add_argument("--width", type=float, default=0.125, help="width multiplier of exported zoo models")
     parser.add_argument("--shape", default="1x3x96x128", help="input shape of exported zoo models")
@@ -85,7 +86,7 @@ def label_miou(manifest, graphs: dict[str, Path], fp32: Path, args) -> dict[str,
     """mIoU against labels, and the bootstrap standard error of each drop, when --eval is labelled."""
     from segdeploy.precision.evalset import EvalSet
 
-    if args.eval is None or not (args.eval / "labels").is_dir():
+    if args.no_labels or args.eval is None or not (args.eval / "labels").is_dir():
         return {}
     evalset = EvalSet.open(manifest, args.eval, args.eval_limit, None)
     scores = {"miou_fp32": evalset.reference(fp32)}

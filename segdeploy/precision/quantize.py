@@ -200,18 +200,11 @@ def quantize_graph(
     reader = as_reader(reader)
     reused = cache_path.is_file()
     model = onnx.load(str(prepared))
-    excluded = list(dict.fromkeys([*exclude_nodes, *kept_fp32_nodes(model)]))
-    placement = trt_placement.choose(model, set(excluded), set(exclude_ops))  # before calibrating: fail fast
-    if not placement.nodes:
-        raise SegdeployError(nothing_quantizable(exclude_nodes, exclude_ops), "build --precision fp16 instead")
+    chosen, placement = _placement(target, model, exclude_nodes, exclude_ops)  # before calibrating: fail fast
     extra = dict(target.extra_options)
     extra.update(_calibration_options(method, percentile, len(reader)))
-    # Every target calibrates the same op types, so the range cache fits both; the TensorRT
-    # placement then narrows quantization to its chosen nodes.
-    chosen: dict = {"op_types_to_quantize": ops_to_quantize(list(exclude_ops))}
     if target.placement == "tensorrt":
         extra.update(trt_placement.ort_options(model, placement))
-        chosen["nodes_to_quantize"] = placement.nodes
     with atomic_path(out_path) as tmp, quiet_quantization():
         quantize_static(
             str(prepared),
@@ -222,7 +215,6 @@ def quantize_graph(
             reduce_range=target.reduce_range,
             activation_type=QuantType[target.activation_type],
             weight_type=QuantType[target.weight_type],
-            nodes_to_exclude=excluded,
             calibrate_method=CalibrationMethod[METHODS[method]],
             extra_options=extra,
             calibration_cache_path=str(cache_path),
@@ -231,6 +223,23 @@ def quantize_graph(
         if target.placement == "tensorrt":
             onnx.save(trt_placement.finish(onnx.load(str(tmp)), model, placement), str(tmp))
     return reused
+
+
+def _placement(target: QuantTarget, model: onnx.ModelProto, exclude_nodes, exclude_ops) -> tuple[dict, "trt_placement.Placement"]:
+    """quantize_static's arguments that decide where Q/DQ goes, and the TensorRT placement.
+
+    Every target calibrates the same op types, so one range cache fits both; the TensorRT
+    placement then narrows quantization to its chosen nodes. A graph in which that placement
+    finds nothing (no weighted layer left in float) has nothing INT8 pays off for, whatever the target.
+    """
+    excluded = list(dict.fromkeys([*exclude_nodes, *kept_fp32_nodes(model)]))
+    placement = trt_placement.choose(model, set(excluded), set(exclude_ops))
+    if not placement.nodes:
+        raise SegdeployError(nothing_quantizable(exclude_nodes, exclude_ops), "build --precision fp16 instead")
+    chosen: dict = {"op_types_to_quantize": ops_to_quantize(list(exclude_ops)), "nodes_to_exclude": excluded}
+    if target.placement == "tensorrt":
+        chosen["nodes_to_quantize"] = placement.nodes
+    return chosen, placement
 
 
 def nothing_quantizable(exclude_nodes, exclude_ops) -> str:
