@@ -146,10 +146,8 @@ def ort_options(model: onnx.ModelProto, placement: Placement) -> dict:
 def finish(qdq: onnx.ModelProto, prepared: onnx.ModelProto, placement: Placement) -> onnx.ModelProto:
     """Every reader of a quantized tensor that is not in `placement` reads the float tensor again;
     a residual Add's fused branch stays float (see the module docstring)."""
-    from segdeploy.precision.qdq_edit import keep_float
+    from segdeploy.precision.qdq_edit import keep_float, quantized_nodes
 
     chosen = set(placement.nodes)
-    producers = {out: node for node in qdq.graph.node for out in node.output}
-    readers = [n.name for n in qdq.graph.node if n.name not in chosen and n.op_type not in ("QuantizeLinear", "DequantizeLinear")
-               and any(getattr(producers.get(i), "op_type", None) == "DequantizeLinear" for i in n.input)]
+    readers = [name for name in quantized_nodes(qdq) if name not in chosen]  # a dequantized graph output too
     return keep_float(qdq, prepared, [*readers, *placement.float_inputs], only_inputs=placement.float_inputs)
