@@ -40,10 +40,11 @@ def quantized_nodes(model: onnx.ModelProto) -> list[str]:
     return names
 
 
-def keep_float(qdq: onnx.ModelProto, fp32: onnx.ModelProto, names) -> onnx.ModelProto:
+def keep_float(qdq: onnx.ModelProto, fp32: onnx.ModelProto, names, only_inputs: dict | None = None) -> onnx.ModelProto:
     """A copy of `qdq` where the nodes `names` read float inputs (see the module docstring).
 
     `fp32` is the prepared graph that was quantized: same node names, original weights.
+    `only_inputs` {node: input indices}: for those nodes only these inputs go back to float.
     """
     model = onnx.ModelProto()
     model.CopyFrom(qdq)
@@ -56,7 +57,7 @@ def keep_float(qdq: onnx.ModelProto, fp32: onnx.ModelProto, names) -> onnx.Model
             continue
         for index, name in enumerate(node.input):
             dq = sources.producers.get(name)
-            if dq is None or dq.op_type != "DequantizeLinear":
+            if dq is None or dq.op_type != "DequantizeLinear" or index not in (only_inputs or {}).get(node.name, [index]):
                 continue
             quantize = sources.producers.get(dq.input[0])
             if quantize is not None and quantize.op_type == "QuantizeLinear":
