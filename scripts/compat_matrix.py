@@ -147,7 +147,9 @@ def _build(deploy: Path, precision: str, backend: str) -> dict:
     result = build_artifacts(deploy, [precision], backend, BuildOptions(calib_size=8), warn=lambda _: None)
     made = {a["name"]: a for a in result.artifacts}
     graph = next(a for a in result.artifacts if a.get("kind") == "onnx")
-    agreement = (graph.get("parity") or {}).get("argmax_agreement")
+    # FP32 is the export itself: its "parity" is the export's proof against PyTorch, not a
+    # precision graph against FP32, so the table shows no percentage for it.
+    agreement = None if precision == "fp32" else (graph.get("parity") or {}).get("argmax_agreement")
     engine = made.get(f"trt-{precision}")
     return _cell("pass", agreement=agreement, graph=graph["file"],
                  engine_seconds=engine.get("build_seconds") if engine else None)

@@ -12,7 +12,7 @@ from segdeploy.build import BuildOptions, build_artifacts
 from segdeploy.errors import SegdeployError
 from segdeploy.export import ExportRequest, export_model
 from segdeploy.manifest import Manifest
-from segdeploy.manifest.names import FP32_GRAPH
+from segdeploy.manifest.names import FP32_GRAPH, INT8_GRAPHS, tensorrt_engine
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.skipif(
@@ -99,8 +99,20 @@ def test_tensorrt_rtx_builds_attention_models_fp32_fp16(exports, tmp_path, name,
 
 
 @pytest.mark.trt
-@pytest.mark.xfail(reason="TensorRT-RTX rejects quantized constants in the attention block's INT8 Q/DQ graph; "
-                          "waits for the INT8 placement fix in segdeploy/precision/quantize.py", strict=False)
-def test_tensorrt_rtx_builds_attention_model_int8(exports, tmp_path):
-    result = _tensorrt_build(exports, tmp_path, "hf_segformer", False, ["int8"])
-    assert "trt-int8" in {a["name"] for a in result.artifacts}
+@pytest.mark.parametrize("name, dynamic", TRT_CASES, ids=[f"{n}-{'dynamic' if d else 'static'}" for n, d in TRT_CASES])
+def test_tensorrt_rtx_builds_attention_models_int8(exports, tmp_path, name, dynamic):
+    """The opset-11 attention rewrite (MatMul, Softmax) under TensorRT's INT8 placement: the graph
+    follows TensorRT's Q/DQ rules, checked independently (no quantized constant outside a weight,
+    no dequantized input to Softmax, LayerNorm/GELU arithmetic or a MatMul of two activations),
+    its weighted layers are INT8, and TensorRT-RTX builds the engine."""
+    import onnx
+
+    from tests.precision import trt_rules
+
+    result = _tensorrt_build(exports, tmp_path, name, dynamic, ["int8"])
+    manifest = Manifest.load(result.directory)
+    graph = onnx.load(str(manifest.verify(INT8_GRAPHS["tensorrt"].name)))
+    assert trt_rules.violations(graph) == []
+    quantized, weighted = trt_rules.quantized_weighted(graph)
+    assert weighted > 0 and quantized > 0, (quantized, weighted)
+    assert manifest.verify(tensorrt_engine("int8").name).stat().st_size > 10_000
