@@ -123,19 +123,23 @@ def test_ctrl_c_in_export_force_is_one_line_and_consistent(tiny, monkeypatch, po
     _accepted(deploy)
 
 
-def test_real_sigint_during_export(tiny):
+def test_real_sigint_during_export(tiny, tmp_path):
     deploy, net = tiny
     before = snapshot(deploy)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "SEGDEPLOY_FAULT": "export:staged:sleep=30"}
+    go = tmp_path / "go"  # the fault point holds the export there (new files staged) until this exists
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SEGDEPLOY_FAULT": f"export:staged:pause={go}"}
     proc = subprocess.Popen([sys.executable, "-m", "segdeploy", *_reexport(net, deploy)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 180
-    while not any(p.name.startswith(".manifest.json.") for p in deploy.iterdir()):  # staged: new files under temp names
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.05)
-    time.sleep(0.2)  # the manifest's temp file is written; let the process reach its pause
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 180
+        while not go.with_name("go.reached").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)  # a real Ctrl-C while the new graph and manifest sit under temp names
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     one_line_failure(proc.returncode, out, err, contains="interrupted", exit_code=130)
     assert snapshot(deploy) == before  # the old export, untouched; temp files gone
 
