@@ -153,8 +153,11 @@ def _build(config: PipelineConfig, directory: Path, backend: str, step) -> bool:
     manifest = Manifest.load(directory)
     calib = config.calib
     calib_key = [sha256_file(p) for p in find_images(calib)] if calib else None
+    quant = QuantOptions(bias_correction=config.bias_correction)
+    quant.method = config.calib_method or quant.method
     key = _key({"graph": manifest.artifact(FP32_GRAPH.name).sha256, "precisions": config.precisions, "backend": backend,
-                "calib": calib_key, "calib_size": config.calib_size, "method": config.calib_method,
+                "calib": calib_key, "calib_size": config.calib_size, "method": quant.method,
+                "bias_correction": quant.bias_correction,
                 "budget": [config.int8_miou_budget, config.eval_data, config.eval_limit, config.confirm_data,
                            config.split_block, config.accept_unconfirmed]})
     state = manifest.pipeline.builds.get(backend) if manifest.pipeline else None
@@ -162,8 +165,7 @@ def _build(config: PipelineConfig, directory: Path, backend: str, step) -> bool:
         return True
     step(f"{directory.name}: build {', '.join(config.precisions)} for {backend}")
     budget = budget_options(config)
-    options = BuildOptions(calib=calib, calib_size=config.calib_size, quant=QuantOptions(method=config.calib_method),
-                           budget=budget)
+    options = BuildOptions(calib=calib, calib_size=config.calib_size, quant=quant, budget=budget)
     result = build_artifacts(directory, list(config.precisions), backend, options, step=step, warn=lambda _: None)
     manifest = Manifest.load(directory)
     manifest.pipeline = manifest.pipeline or PipelineState(export_key="")

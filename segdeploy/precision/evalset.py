@@ -153,6 +153,18 @@ def bootstrap_drops(reference: np.ndarray, counts: np.ndarray, block: int = 1, r
     return drops
 
 
+def paired_interval(reference: np.ndarray, counts: np.ndarray, block: int = 1, resamples: int = BOOTSTRAP_RESAMPLES,
+                    level: float = 0.95, evaluated=None) -> dict:
+    """The mIoU drop of `counts` against `reference` (per-image matrices of the same images) with the
+    standard error and `level` interval of a paired circular block bootstrap (`bootstrap_drops`)."""
+    drop = miou_percent(reference.sum(axis=0), evaluated) - miou_percent(counts.sum(axis=0), evaluated)
+    drops = bootstrap_drops(reference, counts, block, resamples, evaluated=evaluated)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(drops, [tail, 100 - tail])
+    return {"drop": drop, "standard_error": float(np.std(drops, ddof=1)), "low": float(low), "high": float(high),
+            "images": len(counts), "block": block}
+
+
 def eval_dataset(manifest, data: Path | None, calib_folder: Path | None):
     """(dataset, description, warning) of a precision search's evaluation images (see `EvalSet.open`)."""
     from segdeploy.data import open_dataset

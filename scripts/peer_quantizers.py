@@ -1,0 +1,119 @@
+#!/usr/bin/env python
+"""The peers' side of scripts/compare_quantizers.py: runs ONLY with .venv-peers/bin/python.
+
+    .venv-peers/bin/python scripts/peer_quantizers.py --fp32 model.onnx --calib calib.npy --eval eval.npy \
+        --out DIR [--openvino NAME=GRAPH.onnx ...] [--iterations 30]
+
+Imports nothing from segdeploy (its venv pins other onnx/onnxruntime versions). It reads the FP32
+ONNX graph and the calibration / evaluation batches that segdeploy's venv wrote (.npy, already
+preprocessed exactly as segdeploy does), and writes into --out:
+
+* modelopt-entropy.onnx, modelopt-max.onnx — NVIDIA ModelOpt ONNX PTQ
+  (`modelopt.onnx.quantization.quantize`, INT8, its defaults: calibration_method "entropy" and
+  high_precision_dtype "fp16"; "max" the other method; calibration runs on the CPU execution
+  provider, the only one here). Its FP16 graphs are for TensorRT: onnxruntime refuses them (a
+  Resize reads FP16 scales), so modelopt-{entropy,max}-fp32.onnx, the same with
+  high_precision_dtype "fp32", are what the accuracy columns measure;
+* nncf.xml/.bin — Intel NNCF PTQ of the same ONNX graph read by OpenVINO, defaults
+  (`nncf.quantize(model, dataset)`: preset None = PERFORMANCE for a CNN, fast bias correction);
+* maps-<name>.npy — argmax class maps (N×H×W uint8, model resolution) of every model run in
+  OpenVINO here: nncf, the FP32 graph, and each --openvino NAME=GRAPH;
+* openvino-latency.json — OpenVINO CPU median latency of each, timed interleaved;
+* versions.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def modelopt_quantize(fp32: Path, calib: np.ndarray, out: Path, method: str, high_precision: str) -> float:
+    from modelopt.onnx.quantization import quantize
+
+    start = time.perf_counter()
+    quantize(str(fp32), quantize_mode="int8", calibration_data=calib, calibration_method=method,
+             calibration_eps=["cpu"], high_precision_dtype=high_precision, output_path=str(out), log_level="ERROR")
+    return time.perf_counter() - start
+
+
+def nncf_quantize(fp32: Path, calib: np.ndarray, out: Path) -> float:
+    import nncf
+    import openvino as ov
+
+    model = ov.Core().read_model(str(fp32))
+    name = model.inputs[0].get_any_name()
+    dataset = nncf.Dataset([calib[i : i + 1] for i in range(len(calib))], lambda x: {name: x})
+    start = time.perf_counter()
+    quantized = nncf.quantize(model, dataset, subset_size=len(calib))  # every calibration image (default 300 > 100)
+    seconds = time.perf_counter() - start
+    ov.save_model(quantized, str(out))
+    return seconds
+
+
+def openvino_maps(models: dict[str, Path], images: np.ndarray, out: Path, iterations: int) -> dict:
+    """Class maps of each model on every image, then interleaved latency (single image, CPU)."""
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = {name: core.compile_model(str(path), "CPU") for name, path in models.items()}
+    for name, model in compiled.items():
+        request = model.create_infer_request()
+        maps = [np.asarray(request.infer({0: images[i : i + 1]})[model.outputs[0]]).argmax(axis=1)[0].astype(np.uint8)
+                for i in range(len(images))]
+        np.save(out / f"maps-{name}.npy", np.stack(maps))
+    requests = {name: model.create_infer_request() for name, model in compiled.items()}
+    feed = {0: images[:1]}
+    samples: dict[str, list[float]] = {name: [] for name in requests}
+    for _ in range(3):
+        for request in requests.values():
+            request.infer(feed)
+    for round_ in range(iterations):
+        order = list(requests)[round_ % len(requests):] + list(requests)[: round_ % len(requests)]
+        for name in order:
+            start = time.perf_counter()
+            requests[name].infer(feed)
+            samples[name].append((time.perf_counter() - start) * 1e3)
+    return {name: float(np.median(s)) for name, s in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fp32", type=Path, required=True)
+    parser.add_argument("--calib", type=Path, required=True)
+    parser.add_argument("--eval", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--openvino", action="append", default=[], help="NAME=GRAPH.onnx also run in OpenVINO")
+    parser.add_argument("--iterations", type=int, default=30)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    calib, images = np.load(args.calib), np.load(args.eval, mmap_mode="r")
+    seconds = {}  # steps whose output is already in --out are skipped (delete it to redo)
+    for method in ("entropy", "max"):
+        for precision, suffix in (("fp16", ""), ("fp32", "-fp32")):
+            out = args.out / f"modelopt-{method}{suffix}.onnx"
+            if not out.is_file():
+                seconds[out.stem] = modelopt_quantize(args.fp32, calib, out, method, precision)
+    if not (args.out / "nncf.xml").is_file():
+        seconds["nncf"] = nncf_quantize(args.fp32, calib, args.out / "nncf.xml")
+    models = {"nncf": args.out / "nncf.xml", "fp32-openvino": args.fp32}
+    models.update(dict(item.split("=", 1) for item in args.openvino))
+    latency = openvino_maps({k: Path(v) for k, v in models.items()}, np.ascontiguousarray(images), args.out, args.iterations)
+    (args.out / "openvino-latency.json").write_text(json.dumps({"median_ms": latency, "quantize_seconds": seconds}, indent=1))
+    print(f"quantized in {json.dumps({k: round(v, 1) for k, v in seconds.items()})} s")
+    import modelopt
+    import nncf
+    import onnxruntime
+    import openvino
+
+    (args.out / "versions.json").write_text(json.dumps({"modelopt": modelopt.__version__, "nncf": nncf.__version__,
+                                                        "openvino": openvino.__version__,
+                                                        "onnxruntime (peers venv)": onnxruntime.__version__}))
+
+
+if __name__ == "__main__":
+    main()
