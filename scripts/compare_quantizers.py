@@ -1,20 +1,24 @@
 #!/usr/bin/env python
-"""segdeploy's INT8 graphs side by side with NVIDIA ModelOpt and Intel NNCF (issue #13).
+"""segdeploy's INT8 graphs side by side with NVIDIA ModelOpt and Intel NNCF (issue 13).
 
     bash scripts/setup_peers.sh                       # once: .venv-peers with ModelOpt, NNCF, OpenVINO
     python scripts/compare_quantizers.py --work /tmp/compare [--calib-size 100] [--iterations 30]
 
-Same model (the CamVid LR-ASPP in ../shared/models, 1×3×240×320), same calibration frames (100
-CamVid train frames spread evenly, exactly those `segdeploy build --calib ../shared/camvid/train`
-reads), same held-out frames (the 101 CamVid val frames: no calibration and no choice of any
-default saw them) and segdeploy's preprocessing for everyone: this venv writes the preprocessed
-calibration and evaluation batches as .npy, and the peers read those. The peers run only as a
-subprocess of .venv-peers/bin/python (scripts/peer_quantizers.py), never imported here.
+Same model (the CamVid LR-ASPP of ../shared/models, 1×3×240×320), same calibration frames (100
+CamVid train frames spread evenly: exactly those `segdeploy build --calib ../shared/camvid/train`
+reads), same held-out frames (the 101 CamVid val frames, which neither calibration nor the choice
+of any segdeploy default saw: `segdeploy.precision.heldout`), and segdeploy's preprocessing for
+everyone: this venv writes the preprocessed calibration and evaluation batches as .npy, the peers
+read those. The peers run only in .venv-peers (scripts/peer_quantizers.py, a subprocess).
 
-Printed per INT8 graph: ΔmIoU vs FP32 on the held-out frames (± paired bootstrap s.e. [95 %
-interval]), pixel agreement with FP32, whether TensorRT-RTX builds an engine from it (TensorRT
-graphs; a CPU-only ahead-of-time build), and the latency ratio to FP32 in its runtime (medians,
-timed interleaved; onnxruntime for the Q/DQ ONNX graphs, OpenVINO for NNCF).
+Printed per INT8 graph: ΔmIoU vs FP32 on the held-out frames (± paired block-bootstrap s.e. [95 %
+interval]), pixel agreement with FP32 at model resolution, whether TensorRT-RTX builds an engine
+from it (TensorRT-family graphs; ahead of time on the CPU), and the latency ratio to FP32 in its
+runtime (medians, timed interleaved on one image; onnxruntime for the Q/DQ ONNX graphs, OpenVINO
+for NNCF). Peer-graph quirk handled here: ModelOpt's default graphs (high_precision_dtype fp16)
+give Resize an FP16 roi/scales constant, which the ONNX spec (scales: float) and onnxruntime
+refuse; the onnxruntime copy gets that constant as float32 (`float32_resize_constants`), nothing
+else changes. TensorRT-RTX is given ModelOpt's graphs as written.
 """
 
 from __future__ import annotations
@@ -34,9 +38,13 @@ sys.path.insert(0, str(REPO / "scripts"))
 CAMVID = REPO.parent / "shared" / "camvid"
 PEERS_PYTHON = REPO / ".venv-peers" / "bin" / "python"
 
-from measure_int8 import MODELS, export  # noqa: E402
+from measure_int8 import BLOCK, describe  # noqa: E402
+from measure_mixed import export, models  # noqa: E402
 
 from segdeploy.precision import heldout  # noqa: E402
+from segdeploy.precision.evalset import miou_percent, paired_interval  # noqa: E402
+
+MODELOPT = {"ModelOpt entropy (its default)": "modelopt-entropy", "ModelOpt max": "modelopt-max"}
 
 
 def build_segdeploy(deploy: Path, calib_size: int) -> dict[str, Path]:
@@ -44,37 +52,54 @@ def build_segdeploy(deploy: Path, calib_size: int) -> dict[str, Path]:
     from segdeploy.build import BuildOptions, build_artifacts
     from segdeploy.manifest import Manifest
 
-    for backend, graph_only in (("onnxruntime", False), ("tensorrt", True)):
-        build_artifacts(deploy, ["int8"], backend, BuildOptions(calib=CAMVID / "train", calib_size=calib_size, graph_only=graph_only),
+    for backend in ("onnxruntime", "tensorrt"):
+        build_artifacts(deploy, ["int8"], backend, BuildOptions(calib=CAMVID / "train", calib_size=calib_size,
+                                                                graph_only=backend == "tensorrt"),
                         step=lambda m: print(f"  {m}", flush=True))
     manifest = Manifest.load(deploy)
     return {"segdeploy ORT graph": manifest.verify("onnx-int8-ort"), "segdeploy TRT graph": manifest.verify("onnx-int8-trt")}
 
 
-def write_batches(deploy: Path, frames: heldout.Frames, scorer: heldout.FrameScorer, work: Path) -> tuple[Path, Path]:
-    """The calibration and held-out batches, preprocessed by segdeploy, for the peers."""
-    from segdeploy.manifest import Manifest
+def write_batches(manifest, frames: heldout.Frames, held_out, work: Path) -> tuple[Path, Path]:
+    """The calibration and held-out inputs, preprocessed by segdeploy, for the peers."""
     from segdeploy.precision.calibration import CalibrationSet, reader_for
 
-    calib = CalibrationSet(frames.calibration[0].parent, frames.calibration, len(frames.calibration))
-    reader = reader_for(Manifest.load(deploy), calib)
+    reader = reader_for(manifest, CalibrationSet(frames.calibration[0].parent, frames.calibration, len(frames.calibration)))
     calib_path, eval_path = work / "calib.npy", work / "eval.npy"
-    np.save(calib_path, np.concatenate([reader.load_batch(i)[reader.input_name] for i in range(len(reader))]))
-    np.save(eval_path, np.concatenate([b.inputs for b in scorer.batches]).astype(np.float32))
+    np.save(calib_path, np.concatenate([reader.feed(i)[manifest.input.name] for i in range(len(reader))]))
+    np.save(eval_path, np.concatenate([b.inputs for b in held_out.batches]).astype(np.float32))
     return calib_path, eval_path
 
 
 def run_peers(fp32: Path, calib: Path, images: Path, out: Path, ort_int8: Path, iterations: int) -> None:
     if not PEERS_PYTHON.is_file():
         sys.exit(f"no {PEERS_PYTHON}: run `bash scripts/setup_peers.sh` first")
-    command = [str(PEERS_PYTHON), str(REPO / "scripts" / "peer_quantizers.py"), "--fp32", str(fp32), "--calib", str(calib),
-               "--eval", str(images), "--out", str(out), "--openvino", f"segdeploy-ort-openvino={ort_int8}",
-               "--iterations", str(iterations)]
-    subprocess.run(command, check=True)
+    subprocess.run([str(PEERS_PYTHON), str(REPO / "scripts" / "peer_quantizers.py"), "--fp32", str(fp32), "--calib", str(calib),
+                    "--eval", str(images), "--out", str(out), "--openvino", f"segdeploy-ort-openvino={ort_int8}",
+                    "--iterations", str(iterations)], check=True)
+
+
+def float32_resize_constants(graph: Path, out: Path) -> Path:
+    """A copy of `graph` whose FP16 constants read as Resize roi/scales are float32 (see the docstring)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(graph))
+    resize_inputs = {name for n in model.graph.node if n.op_type == "Resize" for name in n.input[1:3] if name}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.output[0] in resize_inputs:
+            value = node.attribute[0].t
+            if value.data_type == onnx.TensorProto.FLOAT16:
+                value.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(value).astype(np.float32), value.name))
+    for init in model.graph.initializer:
+        if init.name in resize_inputs and init.data_type == onnx.TensorProto.FLOAT16:
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float32), init.name))
+    onnx.save(model, str(out))
+    return out
 
 
 def trt_rtx_builds(graph: Path, work: Path) -> str:
-    """'yes (N s)' or the reason TensorRT-RTX gives (CPU-only ahead-of-time build)."""
+    """'yes (N s)' or the reason TensorRT-RTX gives (ahead-of-time build on the CPU)."""
     from segdeploy.backends.tensorrt.builder import EngineOptions, build_engine
     from segdeploy.errors import SegdeployError
 
@@ -82,23 +107,19 @@ def trt_rtx_builds(graph: Path, work: Path) -> str:
         record = build_engine(graph, work / f"{graph.stem}.engine", precision="int8", profile={}, options=EngineOptions())
     except SegdeployError as exc:
         return f"no: {str(exc)[:160]}"
-    return f"yes ({record['build_seconds']:.1f} s)"
+    return f"yes ({record['build_seconds']:.0f} s)"
 
 
 def ort_latency(graphs: dict[str, Path], feed: dict, iterations: int) -> dict[str, float]:
+    """Median ms of one inference of each graph in onnxruntime, timed interleaved."""
     from segdeploy.backends.onnxruntime import OrtRunner
-    from segdeploy.bench.latency import summarize, time_interleaved
+    from segdeploy.timing import summarize, time_interleaved
 
     with contextlib.ExitStack() as stack:
         runners = {name: stack.enter_context(OrtRunner(path)) for name, path in graphs.items()}
-        samples = time_interleaved({n: (lambda r=r: r.infer(feed)) for n, r in runners.items()}, rounds=5, warmup=3,
+        samples = time_interleaved({n: (lambda r=r: r.infer(feed)) for n, r in runners.items()}, rounds=5, warmup=5,
                                    iterations=iterations)
     return {name: summarize(s).median for name, s in samples.items()}
-
-
-def agreement(maps: list[np.ndarray], reference: list[np.ndarray]) -> float:
-    equal = sum(int((a == b).sum()) for a, b in zip(maps, reference))
-    return 100.0 * equal / sum(m.size for m in maps)
 
 
 def main() -> None:
@@ -109,49 +130,51 @@ def main() -> None:
     parser.add_argument("--skip-peers", action="store_true", help="reuse the peers' outputs already in --work/peers")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    deploy = export("camvid", MODELS["camvid"], args.work, None)
-    frames = heldout.split_frames(CAMVID, args.calib_size)
     from segdeploy.manifest import Manifest
 
+    args.aspp_weights = args.segnet_weights = ""  # models() names them; only camvid is used here
+    deploy = export("camvid", models(args)["camvid"], args.work)
     manifest = Manifest.load(deploy)
-    scorer = heldout.FrameScorer(manifest, CAMVID, "val", frames.confirmation)
+    frames = heldout.split_frames(CAMVID, args.calib_size)
+    held_out = heldout.frame_set(manifest, CAMVID, "val", frames.confirmation, "held-out")
     graphs = {"FP32": manifest.verify("onnx-fp32"), **build_segdeploy(deploy, args.calib_size)}
     peers = args.work / "peers"
     if not args.skip_peers:
-        calib, images = write_batches(deploy, frames, scorer, args.work)
+        calib, images = write_batches(manifest, frames, held_out, args.work)
         run_peers(graphs["FP32"], calib, images, peers, graphs["segdeploy ORT graph"], args.iterations)
-    graphs.update({"ModelOpt entropy (default)": peers / "modelopt-entropy-fp32.onnx", "ModelOpt max": peers / "modelopt-max-fp32.onnx"})
-    builds = {name: peers / f"{stem}.onnx" for name, stem in (("ModelOpt entropy (default)", "modelopt-entropy"),
-                                                             ("ModelOpt max", "modelopt-max"))}
-    print_table(graphs, scorer, peers, args, builds)
+    builds = {name: peers / f"{stem}.onnx" for name, stem in MODELOPT.items()}
+    graphs.update({name: float32_resize_constants(path, args.work / f"{path.stem}-ort.onnx") for name, path in builds.items()})
+    builds["segdeploy TRT graph"] = graphs["segdeploy TRT graph"]
+    print_table(manifest, graphs, held_out, peers, builds, args)
 
 
-def print_table(graphs: dict[str, Path], scorer: heldout.FrameScorer, peers: Path, args, builds: dict[str, Path]) -> None:
-    """The side-by-side table. ModelOpt's rows are measured on its FP32-high-precision graphs
-    (onnxruntime refuses its default FP16 ones); `builds` names the graphs TensorRT-RTX is given:
-    ModelOpt's defaults (FP16 high precision) and segdeploy's own TensorRT graph."""
-    maps = {name: scorer.maps(path) for name, path in graphs.items()}
-    for name in ("nncf", "fp32-openvino", "segdeploy-ort-openvino"):
-        maps[name] = scorer.maps_from_argmax(np.load(peers / f"maps-{name}.npy"))
-    counts = {name: scorer.counts_of(m) for name, m in maps.items()}
-    feed = {scorer.input_name: scorer.batches[0].inputs.astype(np.float32)}
-    ort_ms = ort_latency(graphs, feed, args.iterations)
-    ov = json.loads((peers / "openvino-latency.json").read_text())["median_ms"]
-    rows = [("segdeploy ORT graph", "onnxruntime", "-", ort_ms), ("segdeploy TRT graph", "onnxruntime", "trt", ort_ms),
-            ("ModelOpt entropy (default)", "onnxruntime", "trt", ort_ms), ("ModelOpt max", "onnxruntime", "trt", ort_ms),
-            ("nncf", "OpenVINO", "-", ov), ("segdeploy-ort-openvino", "OpenVINO", "-", ov)]
-    print(f"\nheld-out: {len(scorer.batches)} CamVid val frames; FP32 mIoU {heldout.miou(counts['FP32']):.2f} (onnxruntime), "
-          f"{heldout.miou(counts['fp32-openvino']):.2f} (OpenVINO)\n")
-    print("| INT8 graph | runs in | ΔmIoU ± s.e. [95 % CI] | agreement with FP32 % | TensorRT-RTX builds | latency / FP32 |")
+def print_table(manifest, graphs: dict[str, Path], held_out, peers: Path, builds: dict[str, Path], args) -> None:
+    """The side-by-side table (see the module docstring)."""
+    from segdeploy.precision.drift import compare_graphs
+
+    counts = {name: held_out.counts(path)[1] for name, path in graphs.items() if name != "FP32"}
+    counts["FP32"] = held_out.reference_counts
+    ov_maps = {name: np.load(peers / f"maps-{name}.npy") for name in ("nncf", "fp32-openvino", "segdeploy-ort-openvino")}
+    counts.update({name: heldout.counts_of_maps(held_out, maps) for name, maps in ov_maps.items()})
+    agreement = {name: f["argmax_agreement"] * 100 for name, f in
+                 compare_graphs(manifest, graphs["FP32"], {n: p for n, p in graphs.items() if n != "FP32"}, held_out.batches).items()}
+    agreement.update({name: float(np.mean(maps == ov_maps["fp32-openvino"])) * 100 for name, maps in ov_maps.items()})
+    ort_ms = ort_latency(graphs, held_out.feed(0), args.iterations)
+    ov_ms = json.loads((peers / "openvino-latency.json").read_text())["median_ms"]
+    rows = [("segdeploy ORT graph", "onnxruntime", ort_ms), ("segdeploy TRT graph", "onnxruntime", ort_ms),
+            *((name, "onnxruntime", ort_ms) for name in MODELOPT), ("nncf", "OpenVINO", ov_ms),
+            ("segdeploy-ort-openvino", "OpenVINO", ov_ms)]
+    fp32_ort, fp32_ov = (miou_percent(counts[n].sum(axis=0), held_out.evaluated) for n in ("FP32", "fp32-openvino"))
+    print(f"\nheld-out: {held_out.images} CamVid val frames; FP32 mIoU {fp32_ort:.2f} (onnxruntime), {fp32_ov:.2f} (OpenVINO)\n")
+    print("| INT8 graph | runs in | ΔmIoU ± s.e. [95 % interval] | agreement with FP32 % | TensorRT-RTX builds | latency / FP32 |")
     print("|---|---|---|---|---|---|")
-    for name, runtime, trt, latency in rows:
-        fp32_name = "FP32" if runtime == "onnxruntime" else "fp32-openvino"
-        delta = heldout.describe(heldout.paired_delta(counts[fp32_name], counts[name]))
-        built = trt_rtx_builds(builds.get(name, graphs[name]), args.work) if trt == "trt" else "–"
-        ratio = latency[name] / latency[fp32_name]
-        print(f"| {name} | {runtime} | {delta} | {agreement(maps[name], maps[fp32_name]):.2f} | {built} | {ratio:.2f}× |")
+    for name, runtime, latency in rows:
+        reference = "FP32" if runtime == "onnxruntime" else "fp32-openvino"
+        delta = describe(paired_interval(counts[reference], counts[name], BLOCK, evaluated=held_out.evaluated))
+        built = trt_rtx_builds(builds[name], args.work) if name in builds else "–"
+        print(f"| {name} | {runtime} | {delta} | {agreement[name]:.2f} | {built} | {latency[name] / latency[reference]:.2f}× |")
     print(f"\nmedian ms: onnxruntime {json.dumps({k: round(v, 2) for k, v in ort_ms.items()})}; "
-          f"OpenVINO {json.dumps({k: round(v, 2) for k, v in ov.items()})}")
+          f"OpenVINO {json.dumps({k: round(v, 2) for k, v in ov_ms.items()})}")
     print(f"versions: {(peers / 'versions.json').read_text()}")
 
 

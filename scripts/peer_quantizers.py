@@ -11,9 +11,8 @@ preprocessed exactly as segdeploy does), and writes into --out:
 * modelopt-entropy.onnx, modelopt-max.onnx — NVIDIA ModelOpt ONNX PTQ
   (`modelopt.onnx.quantization.quantize`, INT8, its defaults: calibration_method "entropy" and
   high_precision_dtype "fp16"; "max" the other method; calibration runs on the CPU execution
-  provider, the only one here). Its FP16 graphs are for TensorRT: onnxruntime refuses them (a
-  Resize reads FP16 scales), so modelopt-{entropy,max}-fp32.onnx, the same with
-  high_precision_dtype "fp32", are what the accuracy columns measure;
+  provider, the only one here). These are TensorRT graphs; compare_quantizers.py makes the one
+  change onnxruntime needs to run them (float32 Resize constants);
 * nncf.xml/.bin — Intel NNCF PTQ of the same ONNX graph read by OpenVINO, defaults
   (`nncf.quantize(model, dataset)`: preset None = PERFORMANCE for a CNN, fast bias correction);
 * maps-<name>.npy — argmax class maps (N×H×W uint8, model resolution) of every model run in
@@ -32,12 +31,12 @@ from pathlib import Path
 import numpy as np
 
 
-def modelopt_quantize(fp32: Path, calib: np.ndarray, out: Path, method: str, high_precision: str) -> float:
+def modelopt_quantize(fp32: Path, calib: np.ndarray, out: Path, method: str) -> float:
     from modelopt.onnx.quantization import quantize
 
     start = time.perf_counter()
     quantize(str(fp32), quantize_mode="int8", calibration_data=calib, calibration_method=method,
-             calibration_eps=["cpu"], high_precision_dtype=high_precision, output_path=str(out), log_level="ERROR")
+             calibration_eps=["cpu"], output_path=str(out), log_level="ERROR")
     return time.perf_counter() - start
 
 
@@ -94,10 +93,9 @@ def main() -> None:
     calib, images = np.load(args.calib), np.load(args.eval, mmap_mode="r")
     seconds = {}  # steps whose output is already in --out are skipped (delete it to redo)
     for method in ("entropy", "max"):
-        for precision, suffix in (("fp16", ""), ("fp32", "-fp32")):
-            out = args.out / f"modelopt-{method}{suffix}.onnx"
-            if not out.is_file():
-                seconds[out.stem] = modelopt_quantize(args.fp32, calib, out, method, precision)
+        out = args.out / f"modelopt-{method}.onnx"
+        if not out.is_file():
+            seconds[out.stem] = modelopt_quantize(args.fp32, calib, out, method)
     if not (args.out / "nncf.xml").is_file():
         seconds["nncf"] = nncf_quantize(args.fp32, calib, args.out / "nncf.xml")
     models = {"nncf": args.out / "nncf.xml", "fp32-openvino": args.fp32}

@@ -57,6 +57,13 @@ class EvalSet:
             raise RuntimeError("EvalSet.reference(fp32) must be measured first")
         return self._reference_miou
 
+    @property
+    def reference_counts(self) -> np.ndarray:
+        """The FP32 graph's per-image confusion matrices measured by `reference`."""
+        if self._reference_counts is None:
+            raise RuntimeError("EvalSet.reference(fp32) must be measured first")
+        return self._reference_counts
+
     def feed(self, index: int = 0) -> dict[str, np.ndarray]:
         """Batch `index` as the graph's named input."""
         return self.spec.feed(self.batches[index])
