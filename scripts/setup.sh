@@ -21,3 +21,11 @@ if [ -n "$extras" ]; then
 else
   .venv/bin/python -m pip install -q -e .
 fi
+if [[ ",$extras," == *",dev,"* ]]; then
+  # TensorRT 10 type stubs for the API check (tests/backends/test_tensorrt_api.py), kept out of
+  # site-packages: their stub-only `tensorrt/` folder would import as an empty namespace package
+  # and hide tensorrt_rtx, and their dependency (the full tensorrt wheel) is not installable here.
+  # 10.8 is the oldest release of the stubs, the closest to JetPack 6's TensorRT 10.3.
+  .venv/bin/python -m pip install -q --no-deps --upgrade --target .venv/typestubs "tensorrt-stubs==10.13.0.35.1"
+  .venv/bin/python -m pip install -q --no-deps --upgrade --target .venv/typestubs-10.8 "tensorrt-stubs==10.8.0.43.1"
+fi

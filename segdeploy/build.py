@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from segdeploy.backends.registry import BackendSpec, BuildStep, backend
+from segdeploy.backends.registry import BACKENDS, BackendSpec, BuildStep, backend
 from segdeploy.backends.tensorrt.builder import EngineOptions
 from segdeploy.data import default_calib_dir
 from segdeploy.errors import SegdeployError, UsageError
@@ -41,6 +41,8 @@ class BuildOptions:
     max_shapes: dict = field(default_factory=dict)
     engine: EngineOptions = field(default_factory=EngineOptions)
     budget: BudgetOptions | None = None  # int8 within an mIoU budget (`precision.mixed`)
+    device: str | None = None  # openvino: CPU (default), GPU, NPU, AUTO
+    ov_cache: bool = False  # openvino: also store the model compiled for the device
 
 
 @dataclass
@@ -66,16 +68,17 @@ def build_artifacts(
     (`manifest.locking`)."""
     precisions = _check_request(precisions, backend_name, options)
     target = backend(backend_name)
-    Manifest.load(deploy_dir)  # a missing or foreign directory is refused before anything is created in it
+    manifest = Manifest.load(deploy_dir)  # a missing or foreign directory is refused before anything is created in it
+    # the backend's checks (installed, device, precisions, profile) fail before the lock and journal: nothing to repair
+    context = target.call("prepare", manifest, options, precisions) if target.prepare else None
     with deploy_lock(deploy_dir, "build"), journal(deploy_dir, "build"):
-        return _build_locked(deploy_dir, precisions, target, options, step, on_batch, warn)
+        return _build_locked(deploy_dir, precisions, target, options, context, step, on_batch, warn)
 
 
-def _build_locked(deploy_dir, precisions, target: BackendSpec, options, step, on_batch, warn) -> BuildResult:
+def _build_locked(deploy_dir, precisions, target: BackendSpec, options, context, step, on_batch, warn) -> BuildResult:
     manifest = Manifest.load(deploy_dir)  # read under the lock: includes what a build before this one recorded
     fault_point("build:loaded")
     manifest.verify(FP32_GRAPH.name)
-    context = target.call("prepare", manifest, options) if target.prepare else None  # fail before any long step
     calib = _calibration_set(options, warn, required="int8" in precisions)
     notes: list[str] = []
     made: list[dict] = []
@@ -83,7 +86,8 @@ def _build_locked(deploy_dir, precisions, target: BackendSpec, options, step, on
     try:
         for precision in precisions:
             graph = _precision_graph(manifest, precision, target, options, calib, int8, step, warn)
-            made.append(_describe(manifest, graph, new=graph != FP32_GRAPH.name))
+            if all(item["name"] != graph for item in made):  # OpenVINO's fp32/fp16/bf16 share the FP32 graph
+                made.append(_describe(manifest, graph, new=graph != FP32_GRAPH.name))
             fault_point("build:written")
             manifest.save()
             job = BuildStep(manifest, graph, precision, options, context, step, notes)
@@ -99,14 +103,11 @@ def _build_locked(deploy_dir, precisions, target: BackendSpec, options, step, on
 
 def _check_request(precisions: list[str], backend_name: str, options: BuildOptions) -> list[str]:
     if not precisions:
-        raise UsageError("give at least one --precision (fp32, fp16, int8)")
+        raise UsageError("give at least one --precision (fp32, fp16, int8; bf16 with --backend openvino)")
     unknown = [p for p in precisions if p not in PRECISIONS]
     if unknown:
         raise UsageError(f"unknown precision {', '.join(unknown)}; valid: {', '.join(PRECISIONS)}")
-    backend(backend_name)
-    trt_only = _tensorrt_options_given(options)
-    if backend_name != "tensorrt" and trt_only:
-        raise UsageError(f"{', '.join(trt_only)} only apply to --backend tensorrt")
+    _check_backend_options(backend(backend_name), precisions, options)
     check_budget(options.budget, precisions)
     if options.budget is not None and options.quant.method == "best":
         raise UsageError("--calib-method best and --miou-budget are two steps, not one build",
@@ -114,6 +115,21 @@ def _check_request(precisions: list[str], backend_name: str, options: BuildOptio
     if backend_name != "onnxruntime" and options.ort_optimize:
         raise UsageError("--ort-optimize only applies to --backend onnxruntime")
     return list(dict.fromkeys(precisions))  # keep order, drop repeats
+
+
+def _check_backend_options(spec: BackendSpec, precisions: list[str], options: BuildOptions) -> None:
+    """Precisions and options that belong to another backend are refused, never ignored."""
+    foreign = [p for p in precisions if p not in spec.precisions]
+    if foreign:
+        owners = [b.name for b in BACKENDS.values() if set(foreign) <= set(b.precisions)]
+        raise UsageError(f"--precision {', '.join(foreign)} only apply to --backend {' or '.join(owners)}")
+    for owner, given in (("tensorrt", _tensorrt_options_given(options)), ("openvino", _openvino_options_given(options))):
+        if given and spec.name != owner:
+            raise UsageError(f"{', '.join(given)} only apply to --backend {owner}")
+
+
+def _openvino_options_given(options: BuildOptions) -> list[str]:
+    return [name for name, value in {"--device": options.device, "--ov-cache": options.ov_cache}.items() if value]
 
 
 def _tensorrt_options_given(options: BuildOptions) -> list[str]:
@@ -149,8 +165,8 @@ def _calibration_set(options: BuildOptions, warn, required: bool) -> Calibration
 
 
 def _precision_graph(manifest, precision, target: BackendSpec, options, calib, int8, step, warn) -> str:
-    if precision == "fp32":
-        return FP32_GRAPH.name
+    if precision == "fp32" or precision in target.hinted:
+        return FP32_GRAPH.name  # e.g. OpenVINO computes the FP32 graph in bf16/fp16 itself (its precision hint)
     if precision == "fp16":
         return make_fp16(manifest, options.fp16_block_ops, calib, step)
     if options.quant.method == "best":  # every method calibrated and compared; the best one kept
@@ -167,7 +183,7 @@ def _describe(manifest: Manifest, name: str, new: bool) -> dict:
     entry = manifest.artifact(name)
     described = {"name": name, "new": new, "file": entry.file, "kind": entry.kind, "precision": entry.precision,
                  "backend": entry.backend, "target": entry.target, "sha256": entry.sha256, "bytes": entry.bytes}
-    for key in ("parity", "calibration", "bias_correction", "mixed_precision", "tensorrt"):
+    for key in ("parity", "calibration", "bias_correction", "mixed_precision", "tensorrt", "openvino"):
         if getattr(entry, key) is not None:
             described[key] = getattr(entry, key).to_dict()
     if entry.settings and "build_seconds" in entry.settings:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from segdeploy.atomic import atomic_write_text, sha256_file
+from segdeploy.backends import registry
 from segdeploy.errors import SegdeployError
 from segdeploy.manifest import Manifest
 from segdeploy.manifest.locking import deploy_lock, is_bookkeeping
@@ -166,7 +167,8 @@ def _build(config: PipelineConfig, directory: Path, backend: str, step) -> bool:
     step(f"{directory.name}: build {', '.join(config.precisions)} for {backend}")
     budget = budget_options(config)
     options = BuildOptions(calib=calib, calib_size=config.calib_size, quant=quant, budget=budget)
-    result = build_artifacts(directory, list(config.precisions), backend, options, step=step, warn=lambda _: None)
+    precisions = [p for p in config.precisions if p in registry.backend(backend).precisions]  # bf16: OpenVINO's only
+    result = build_artifacts(directory, precisions, backend, options, step=step, warn=lambda _: None)
     manifest = Manifest.load(directory)
     manifest.pipeline = manifest.pipeline or PipelineState(export_key="")
     manifest.pipeline.builds[backend] = BuildState(key=key, artifacts=[a["name"] for a in result.artifacts])

@@ -199,7 +199,20 @@ def parse_config(raw, base: Path, out: Path | None = None, source: str = "(inlin
 
     # checked before any export runs, not after the first model's
     check_budget(budget_options(config), config.precisions)
+    _check_precisions(config, source)
     return config
+
+
+def _check_precisions(config: PipelineConfig, source: str) -> None:
+    """Each precision must be built by at least one of the config's backends (bf16: OpenVINO only)."""
+    from segdeploy.backends import registry
+
+    specs = [registry.backend(name) for name in config.backends]
+    for precision in config.precisions:
+        if not any(precision in spec.precisions for spec in specs):
+            owners = [b.name for b in registry.BACKENDS.values() if precision in b.precisions]
+            raise UsageError(f"pipeline config {source}: precision {precision} is built by none of the config's backends "
+                             f"({', '.join(config.backends)})", f"add {' or '.join(owners)} to `backends:`")
 
 
 def budget_options(config: PipelineConfig):

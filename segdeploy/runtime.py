@@ -7,11 +7,13 @@
         labels, probs = seg(frame_bgr, bgr=True, probabilities=True)
         print(seg.artifact, seg.last_latency_ms)
 
-Artifact choice (unless `artifact=` names one): a TensorRT engine when one can run here
-(INT8, then FP16, then FP32), else onnxruntime (the CPU-friendly INT8 graph, then FP32,
-then FP16). Preprocessing and the class count come from the manifest. A graph exported with
-`--fuse-preprocess` is fed the resized uint8 frame (it normalises itself); one exported with
-`--fuse-argmax` returns its class map directly (no probabilities).
+Artifact choice (unless `artifact=` names one, `backends.registry.preference`): a TensorRT
+engine when one can run here (INT8, then FP16, then FP32), then on x86 an OpenVINO artifact
+when openvino is installed (INT8, BF16, FP16, FP32), else onnxruntime (the CPU-friendly INT8
+graph, then FP32, then FP16); off x86, OpenVINO's artifacts come last. Preprocessing and the
+class count come from the manifest. A graph exported with `--fuse-preprocess` is fed the
+resized uint8 frame (it normalises itself); one exported with `--fuse-argmax` returns its
+class map directly (no probabilities).
 """
 
 from __future__ import annotations

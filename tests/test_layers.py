@@ -99,7 +99,7 @@ def test_the_checker_sees_lazy_imports(tmp_path):
 
 
 def test_cli_and_help_load_no_heavy_library():
-    """`import segdeploy.cli` and every command's --help run without torch, onnxruntime, onnx or TensorRT."""
+    """`import segdeploy.cli` and every command's --help run without torch, onnxruntime, onnx, TensorRT or OpenVINO."""
     code = (
         "import sys\n"
         "from typer.testing import CliRunner\n"
@@ -107,7 +107,8 @@ def test_cli_and_help_load_no_heavy_library():
         "for args in [['--help'], ['export', '--help'], ['build', '--help'], ['bench', '--help'], ['run', '--help'],\n"
         "             ['pipeline', '--help'], ['models', '--help'], ['inspect', 'precision', '--help']]:\n"
         "    assert CliRunner().invoke(app, args).exit_code == 0, args\n"
-        "heavy = ('torch', 'torchvision', 'onnxruntime', 'onnx', 'tensorrt', 'tensorrt_rtx', 'matplotlib', 'onnxsim')\n"
+        "heavy = ('torch', 'torchvision', 'onnxruntime', 'onnx', 'tensorrt', 'tensorrt_rtx', 'matplotlib', 'onnxsim',\n"
+        "         'openvino')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)

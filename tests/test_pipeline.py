@@ -157,6 +157,9 @@ def test_config_with_best_calibration_method(tmp_path):
          "accept_unconfirmed: expected true or false, got the string 'no'"),
         ("models: [{source: unet}]\nprecisions: [int8]\nint8_miou_budget: 1\nsensitivity_workers: 0",
          "sensitivity_workers: expected a whole number >= 1, got the number 0"),
+        ("models: [{source: unet}]\nprecisions: [fp32, bf16]", "precision bf16 is built by none of the config's backends "
+         "(onnxruntime) (add openvino to `backends:`)"),
+        ("models: [{source: unet}]\nbackends: [onnxruntime, tpu]", "backends[1]: expected one of tensorrt, openvino, onnxruntime, got the string 'tpu'"),
     ],
 )
 def test_bad_configs(cli, tmp_path, text, message):

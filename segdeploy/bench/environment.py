@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 from pathlib import Path
 
 from segdeploy.manifest import tool_versions
@@ -50,5 +51,7 @@ def environment(threads: int | None = None) -> dict:
         "os": f"{platform.system()} {platform.release()}",
         "machine": platform.machine(),
         **gpu_info(),
-        "versions": tool_versions("torch", "onnxruntime", "onnx", "tensorrt", "tensorrt_rtx", "numpy"),
+        # openvino only when a benched artifact loaded it (importing it here would load it for every bench)
+        "versions": tool_versions("torch", "onnxruntime", "onnx", "tensorrt", "tensorrt_rtx", "numpy",
+                                  *(["openvino"] if "openvino" in sys.modules else [])),
     }

@@ -11,13 +11,14 @@ from segdeploy.cli.console import Steps, emit, stderr, stdout, user_errors, warn
 from segdeploy.cli.options import Backend, CalibMethod, DeployDir, JsonOption, Precision, names
 
 TRT = "TensorRT"
+OV = "OpenVINO"
 CALIB = "Calibration (INT8)"
 BUDGET = "INT8 within an mIoU budget"
 
 
 def build_command(
     deploy_dir: DeployDir,
-    precision: Annotated[list[Precision], typer.Option("--precision", "-p", help="fp32, fp16 or int8; repeat for several.")],
+    precision: Annotated[list[Precision], typer.Option("--precision", "-p", help="fp32, fp16, int8 (bf16: openvino); repeat for several.")],
     backend: Annotated[Backend, typer.Option(help="Runtime to build for.")] = Backend.onnxruntime,
     calib: Annotated[Optional[Path], typer.Option(help="Calibration image folder (or dataset with images/) (default: the project's calib/).", rich_help_panel=CALIB)] = None,
     calib_size: Annotated[int, typer.Option(min=1, help="Number of calibration images (fewer available: warn and use them all).", rich_help_panel=CALIB)] = 100,
@@ -47,9 +48,11 @@ def build_command(
     version_compatible: Annotated[bool, typer.Option(help="Engine loadable by later TensorRT versions (where available).", rich_help_panel=TRT)] = False,
     hardware_compatibility_level: Annotated[Optional[str], typer.Option(help="none, ampere_plus or same_compute_capability.", rich_help_panel=TRT)] = None,
     compute_capability: Annotated[Optional[str], typer.Option(help="TensorRT-RTX targets, e.g. 86,89 (default: portable, SM80+).", rich_help_panel=TRT)] = None,
+    device: Annotated[Optional[str], typer.Option(help="OpenVINO device: CPU (default), GPU, NPU or AUTO.", rich_help_panel=OV)] = None,
+    ov_cache: Annotated[bool, typer.Option(help="openvino: also store the model compiled for --device (tied to this OpenVINO version).", rich_help_panel=OV)] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Build FP32/FP16/INT8 precision graphs and onnxruntime or TensorRT artifacts."""
+    """Build FP32/FP16/INT8 precision graphs and onnxruntime, TensorRT or OpenVINO artifacts."""
     from segdeploy.backends.tensorrt.builder import EngineOptions
     from segdeploy.backends.tensorrt.profiles import parse_shapes
     from segdeploy.build import BuildOptions, build_artifacts
@@ -69,6 +72,8 @@ def build_command(
             fp16_block_ops=names(fp16_block_ops),
             graph_only=graph_only,
             ort_optimize=ort_optimize,
+            device=device,
+            ov_cache=ov_cache,
             min_shapes=parse_shapes(min_shapes, "--min-shapes"),
             opt_shapes=parse_shapes(opt_shapes, "--opt-shapes"),
             max_shapes=parse_shapes(max_shapes, "--max-shapes"),

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # bf16: OpenVINO only (`registry.BackendSpec.precisions`)
 
 # Artifact kinds: what the file is, which decides which runner opens it.
 ONNX = "onnx"  # an ONNX graph (FP32 export, precision graphs, onnxruntime-optimized graphs)
 ENGINE = "engine"  # a serialized TensorRT engine
+OPENVINO_IR = "openvino"  # an OpenVINO IR (.xml, its weights in a companion .bin)
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,16 @@ def ort_optimized(precision: str) -> ArtifactName:
 def tensorrt_engine(precision: str) -> ArtifactName:
     """A TensorRT engine built from the precision graph of `precision`."""
     return ArtifactName(f"trt-{precision}", f"model.{precision}.engine")
+
+
+def openvino_ir(precision: str) -> ArtifactName:
+    """An OpenVINO IR of a precision graph; its weights are the companion `.bin` of the same stem."""
+    return ArtifactName(f"ov-{precision}", f"model.{precision}.ov.xml")
+
+
+def openvino_blob(precision: str, device: str) -> str:
+    """The file of an `ov-<precision>` model compiled for `device` (`build --ov-cache`), a companion of the IR."""
+    return f"model.{precision}.{device.lower()}.ov.blob"
 
 
 def int8_graph_names() -> list[str]:

@@ -196,23 +196,46 @@ class TensorRTVersion(Record):
 
 
 @dataclass
+class CompanionFile(Record):
+    """A file an artifact needs beside its main one (an OpenVINO IR's weights, its compiled blob);
+    `Manifest.add_artifact` computes the record and `Manifest.verify` checks it with the main file."""
+
+    file: str
+    sha256: str
+    bytes: int
+    unknown: dict = keeps_unknown()
+
+
+@dataclass
+class OpenVinoRecord(Record):
+    """What an OpenVINO artifact was compiled for and what it computed in (`backends.openvino.build_artifact`)."""
+
+    version: str  # the OpenVINO that compiled it (a compiled blob is used only with the same version)
+    device: str  # as asked: CPU | GPU | NPU | AUTO, or an indexed one (GPU.1)
+    capabilities: dict[str, list[str]]  # each physical device's OPTIMIZATION_CAPABILITIES
+    runtime_precisions: dict[str, int]  # compute layers of the execution graph per runtime precision (f32, bf16, u8…)
+    unknown: dict = keeps_unknown()
+
+
+@dataclass
 class Artifact(Record):
     """One file of the deploy directory (`Manifest.add_artifact` computes file, sha256, bytes, created).
 
     Writers: `export` (the FP32 graph), `precision.graphs.record_graph` (FP16/INT8 graphs),
-    `backends.onnxruntime.build_artifact` and `backends.tensorrt.artifact.build_engine_artifact`.
-    Backend-specific details go into `settings`; the TensorRT fields below are what the engine
-    compatibility check reads.
+    `backends.onnxruntime.build_artifact`, `backends.tensorrt.artifact.build_engine_artifact` and
+    `backends.openvino.build_artifact`. Backend-specific details go into `settings`; the TensorRT
+    fields below are what the engine compatibility check reads, `openvino` what the OpenVINO
+    runner and availability check read.
     """
 
     file: str
     sha256: str
     bytes: int
     created: str
-    kind: str  # names.ONNX | names.ENGINE
-    precision: str  # fp32 | fp16 | int8
-    backend: str  # the runtime that runs it: onnxruntime | tensorrt
-    target: str | None = optional()  # the runtime family a precision graph was made for: any | onnxruntime | tensorrt | onnxruntime-cpu
+    kind: str  # names.ONNX | names.ENGINE | names.OPENVINO_IR
+    precision: str  # fp32 | fp16 | bf16 | int8
+    backend: str  # the runtime that runs it: onnxruntime | tensorrt | openvino
+    target: str | None = optional()  # the runtime family a precision graph was made for: any | onnxruntime | tensorrt | onnxruntime-cpu | openvino
     parent: str | None = optional()  # the artifact it was made from
     opset: int | None = optional()
     simplified: bool | None = optional()
@@ -229,6 +252,8 @@ class Artifact(Record):
     built_on_gpu: dict | None = optional()
     builder_flags: list[str] | None = optional()
     hardware_compatibility_level: str | None = optional()
+    companions: dict[str, CompanionFile] | None = optional()  # role (weights, compiled) → file beside `file`
+    openvino: OpenVinoRecord | None = optional()
     unknown: dict = keeps_unknown()
 
 

@@ -27,6 +27,7 @@ from segdeploy.classes import ClassInfo
 from segdeploy.errors import SegdeployError
 from segdeploy.manifest.records import (
     Artifact,
+    CompanionFile,
     FusionRecord,
     InputRecord,
     ModelRecord,
@@ -176,14 +177,20 @@ class Manifest:
 
     # -- artifacts -------------------------------------------------------------------------
     def add_artifact(self, name: str, filename: str, *, kind: str, precision: str, backend: str,
-                     staged: Path | None = None, **fields) -> Artifact:
+                     staged: Path | None = None, companions: dict[str, str] | None = None, **fields) -> Artifact:
         """Record `filename` (relative to the deploy directory) under `name`, with its sha256 and size
-        (of `staged`, the temp file that will become `filename`, when given)."""
-        path = staged or self.directory / filename
-        artifact = Artifact(file=filename, sha256=sha256_file(path), bytes=path.stat().st_size, created=now_iso(),
-                            kind=kind, precision=precision, backend=backend, **fields)
+        (of `staged`, the temp file that will become `filename`, when given); `companions` (role →
+        filename) are the files it needs beside it, recorded the same way."""
+        artifact = Artifact(**self._file_record(filename, staged), created=now_iso(), kind=kind, precision=precision,
+                            backend=backend, **fields)
+        if companions:
+            artifact.companions = {role: CompanionFile(**self._file_record(file)) for role, file in companions.items()}
         self.artifacts[name] = artifact
         return artifact
+
+    def _file_record(self, filename: str, staged: Path | None = None) -> dict:
+        path = staged or self.directory / filename
+        return {"file": filename, "sha256": sha256_file(path), "bytes": path.stat().st_size}
 
     def artifact(self, name: str) -> Artifact:
         try:
@@ -196,20 +203,21 @@ class Manifest:
         return self.directory / self.artifact(name).file
 
     def verify(self, name: str) -> Path:
-        """Path of artifact `name` after checking that its bytes still match the manifest."""
+        """Path of artifact `name` after checking that its bytes, and its companions', still match the manifest."""
         entry = self.artifact(name)
-        path = self.directory / entry.file
-        if not path.is_file():
-            raise SegdeployError(f"artifact {name!r} is missing: {path}", "rebuild it")
-        digest = sha256_file(path)
-        if digest != entry.sha256:
-            raise SegdeployError(
-                f"artifact {name!r} ({path.name}) was modified after it was recorded (sha256 mismatch)",
-                "rebuild it with segdeploy",
-            )
-        if path.suffix == ".onnx":  # a graph: a hash re-recorded over a truncated file must not pass
-            _check_graph_parses(path, digest)
-        return path
+        for record in [entry, *(entry.companions or {}).values()]:
+            path = self.directory / record.file
+            if not path.is_file():
+                raise SegdeployError(f"artifact {name!r} is missing: {path}", "rebuild it")
+            digest = sha256_file(path)
+            if digest != record.sha256:
+                raise SegdeployError(
+                    f"artifact {name!r} ({path.name}) was modified after it was recorded (sha256 mismatch)",
+                    "rebuild it with segdeploy",
+                )
+            if path.suffix == ".onnx":  # a graph: a hash re-recorded over a truncated file must not pass
+                _check_graph_parses(path, digest)
+        return self.directory / entry.file
 
 
 _parsed: set[tuple[str, str]] = set()  # (path, sha256) of graphs known to parse, checked once per process

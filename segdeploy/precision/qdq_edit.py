@@ -42,10 +42,11 @@ def quantized_nodes(model: onnx.ModelProto) -> list[str]:
     return names
 
 
-def keep_float(qdq: onnx.ModelProto, fp32: onnx.ModelProto, names) -> onnx.ModelProto:
+def keep_float(qdq: onnx.ModelProto, fp32: onnx.ModelProto, names, only_inputs: dict | None = None) -> onnx.ModelProto:
     """A copy of `qdq` where the nodes `names` read float inputs (see the module docstring).
 
     `fp32` is the prepared graph that was quantized: same node names, original weights.
+    `only_inputs` {node: input indices}: for those nodes only these inputs go back to float.
     """
     model = onnx.ModelProto()
     model.CopyFrom(qdq)
@@ -59,7 +60,7 @@ def keep_float(qdq: onnx.ModelProto, fp32: onnx.ModelProto, names) -> onnx.Model
         _restore_constants(node, sources)
         for index, name in enumerate(node.input):
             dq = sources.producers.get(name)
-            if dq is None or dq.op_type != "DequantizeLinear":
+            if dq is None or dq.op_type != "DequantizeLinear" or index not in (only_inputs or {}).get(node.name, [index]):
                 continue
             quantize = sources.producers.get(dq.input[0])
             if quantize is not None and quantize.op_type == "QuantizeLinear":

@@ -23,6 +23,7 @@ import onnx
 
 from segdeploy.atomic import atomic_path
 from segdeploy.errors import SegdeployError, UsageError
+from segdeploy.precision import trt_placement
 from segdeploy.precision.index_math import kept_fp32_nodes
 
 QDQ_MIN_OPSET = 13
@@ -44,6 +45,8 @@ class QuantTarget:
     reduce_range: bool
     extra_options: dict = field(default_factory=dict)
     why: str = ""
+    # "onnxruntime": its quantizer's own placement; "tensorrt": TensorRT's rules (`precision.trt_placement`)
+    placement: str = "onnxruntime"
 
     def settings(self) -> dict:
         return {
@@ -52,6 +55,7 @@ class QuantTarget:
             "per_channel": self.per_channel,
             "reduce_range": self.reduce_range,
             "extra_options": dict(self.extra_options),
+            "placement": self.placement,
         }
 
 
@@ -61,7 +65,9 @@ TARGETS = {
     "tensorrt": QuantTarget(
         "tensorrt", "onnx-int8-trt", "model.int8-trt.onnx", "QInt8", "QInt8", per_channel=True, reduce_range=False,
         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
-        why="symmetric S8 activations and weights, per-channel weights, float biases (TensorRT Q/DQ rules)",
+        why="symmetric S8 activations and weights, per-channel weights, float biases; Q/DQ on the inputs of "
+            "Conv/ConvTranspose/Gemm/MatMul weights, residual Adds and max pools only (TensorRT placement rules)",
+        placement="tensorrt",
     ),
     # x86 onnxruntime: U8 activations × S8 weights hit the fast VNNI/AVX2 kernels (measured 2×
     # faster than symmetric S8 activations); INT32 biases let Conv fuse into QLinearConv.
@@ -193,25 +199,55 @@ def quantize_graph(
 
     reader = as_reader(reader)
     reused = cache_path.is_file()
+    model = onnx.load(str(prepared))
+    chosen, placement = _placement(target, model, exclude_nodes, exclude_ops)  # before calibrating: fail fast
     extra = dict(target.extra_options)
     extra.update(_calibration_options(method, percentile, len(reader)))
+    if target.placement == "tensorrt":
+        extra.update(trt_placement.ort_options(model, placement))
     with atomic_path(out_path) as tmp, quiet_quantization():
         quantize_static(
             str(prepared),
             str(tmp),
             None if reused else reader,
             quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=ops_to_quantize(list(exclude_ops)),
             per_channel=target.per_channel,
             reduce_range=target.reduce_range,
             activation_type=QuantType[target.activation_type],
             weight_type=QuantType[target.weight_type],
-            nodes_to_exclude=list(dict.fromkeys([*exclude_nodes, *kept_fp32_nodes(onnx.load(str(prepared)))])),
             calibrate_method=CalibrationMethod[METHODS[method]],
             extra_options=extra,
             calibration_cache_path=str(cache_path),
+            **chosen,
         )
+        if target.placement == "tensorrt":
+            onnx.save(trt_placement.finish(onnx.load(str(tmp)), model, placement), str(tmp))
     return reused
+
+
+def _placement(target: QuantTarget, model: onnx.ModelProto, exclude_nodes, exclude_ops) -> tuple[dict, "trt_placement.Placement"]:
+    """quantize_static's arguments that decide where Q/DQ goes, and the TensorRT placement.
+
+    Every target calibrates the same op types, so one range cache fits both; the TensorRT
+    placement then narrows quantization to its chosen nodes. A graph in which that placement
+    finds nothing (no weighted layer left in float) has nothing INT8 pays off for, whatever the target.
+    """
+    excluded = list(dict.fromkeys([*exclude_nodes, *kept_fp32_nodes(model)]))
+    placement = trt_placement.choose(model, set(excluded), set(exclude_ops))
+    if not placement.nodes:
+        raise SegdeployError(nothing_quantizable(exclude_nodes, exclude_ops), "build --precision fp16 instead")
+    chosen: dict = {"op_types_to_quantize": ops_to_quantize(list(exclude_ops)), "nodes_to_exclude": excluded}
+    if target.placement == "tensorrt":
+        chosen["nodes_to_quantize"] = placement.nodes
+    return chosen, placement
+
+
+def nothing_quantizable(exclude_nodes, exclude_ops) -> str:
+    """The one line for a graph without a layer INT8 can speed up."""
+    what = "the graph has no Conv, ConvTranspose, Gemm or MatMul with constant weights"
+    if exclude_nodes or exclude_ops:
+        what += " left after --exclude-nodes/--exclude-ops"
+    return f"nothing to quantize to INT8: {what} (INT8 only pays off for those layers)"
 
 
 def _calibration_options(method: str, percentile: float, batches: int) -> dict:

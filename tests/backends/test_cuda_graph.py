@@ -10,6 +10,7 @@ import pytest
 
 from segdeploy.backends.tensorrt import cuda_graph
 from segdeploy.backends.tensorrt.device import gpu_info
+from segdeploy.backends.tensorrt.flavour import Flavour
 from segdeploy.backends.tensorrt.runner import TrtRunner
 from segdeploy.errors import SegdeployError
 
@@ -119,7 +120,7 @@ def _runner(monkeypatch, log) -> TrtRunner:
 
     monkeypatch.setattr(cuda_graph.CudaGraph, "capture", staticmethod(capture))
     runner = TrtRunner("fake.engine", cuda_graph=True)
-    runner.trt, runner.cuda, runner.engine = _Trt(), _Cuda(log), _Engine()
+    runner.flavour, runner.cuda, runner.engine = Flavour(module=_Trt(), name="tensorrt", version="10.3.0"), _Cuda(log), _Engine()
     runner.context, runner.logger = _Context(runner, log), type("L", (), {"errors": []})()
     runner.inputs, runner.outputs, runner.events = ["x"], ["y"], [object()] * 4
     runner.is_active = True

@@ -10,7 +10,6 @@ opened without a GPU (`deserialize_cuda_engine` and `IEngineInspector` need one;
 
 from __future__ import annotations
 
-import math
 import shutil
 
 import onnx
@@ -25,27 +24,14 @@ from segdeploy.manifest import Manifest
 from segdeploy.models import get_spec, list_specs
 
 from tests.helpers import requires_tensorrt
-from tests.models.zoo_support import TINY, zoo_names
+from tests.models.zoo_support import tiny_kwargs, tiny_shape
 
 pytestmark = [pytest.mark.trt, requires_tensorrt]
 
-# Keyword arguments that make each architecture tiny: every builder with a width multiplier
-# (the zoo) gets the zoo tests' tiny width; torchvision's are built with their defaults.
-TINY_KWARGS: dict[str, dict] = {name: {"width": TINY} for name in zoo_names()} | {"unet": {"width": 0.125}}
 # Full-width torchvision ResNet backbones: one of them (fcn_resnet50) runs by default.
 SLOW = {"deeplabv3_resnet50", "deeplabv3_resnet101", "fcn_resnet101"}
 # Architectures whose FP16 and INT8 graphs are also built, static and with a dynamic profile.
 PRECISION_MODELS = ["unet", "lraspp_mobilenet_v3_large"]
-BASE_HW = (64, 96)  # non-square
-
-
-def _tiny_shape(name: str) -> tuple[int, int, int, int]:
-    multiple = get_spec(name).size_multiple
-    h, w = (max(multiple, math.ceil(d / multiple) * multiple) for d in BASE_HW)
-    if h == w:
-        w += multiple
-    return (1, 3, h, w)
-
 
 def _params(names):
     return [pytest.param(n, marks=[pytest.mark.slow] if n in SLOW else []) for n in names]
@@ -64,8 +50,8 @@ def exports(tmp_path_factory):
         if key not in cache:
             axes = ({"batch", "height", "width"} if get_spec(name).dynamic_hw else {"batch"}) if dynamic else set()
             out = root / f"{name}-{'dynamic' if dynamic else 'static'}"
-            export_model(ExportRequest(source=name, out_dir=out, model_kwargs=TINY_KWARGS.get(name, {}), num_classes=5,
-                                       input_shape=_tiny_shape(name), dynamic=axes))
+            export_model(ExportRequest(source=name, out_dir=out, model_kwargs=tiny_kwargs(name), num_classes=5,
+                                       input_shape=tiny_shape(name), dynamic=axes))
             cache[key] = out
         return cache[key]
 
@@ -81,24 +67,10 @@ def _copy(src, tmp_path):
 def _network_convolutions(graph_path) -> list[tuple[str, str, bool]]:
     """(input dtype, output dtype, both data and weights dequantized) of every (de)convolution of the
     network TensorRT parses from `graph_path`."""
-    from segdeploy.backends.tensorrt.flavour import load_tensorrt
+    from segdeploy.backends.tensorrt.inspect import network_layers
 
-    trt = load_tensorrt().module
-    logger = trt.Logger(trt.Logger.ERROR)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)
-    parser = trt.OnnxParser(network, logger)
-    assert parser.parse_from_file(str(graph_path))
-    layers = [network.get_layer(i) for i in range(network.num_layers)]
-    producers = {layer.get_output(k).name: layer for layer in layers for k in range(layer.num_outputs)}
-
-    def dequantized(tensor) -> bool:
-        return tensor is not None and tensor.name in producers and producers[tensor.name].type == trt.LayerType.DEQUANTIZE
-
-    kinds = (trt.LayerType.CONVOLUTION, trt.LayerType.DECONVOLUTION)
-    return [(str(c.get_input(0).dtype).split(".")[-1], str(c.get_output(0).dtype).split(".")[-1],
-             c.num_inputs >= 2 and dequantized(c.get_input(0)) and dequantized(c.get_input(1)))
-            for c in layers if c.type in kinds]
+    return [(layer["input_dtypes"][0], layer["output_dtypes"][0], layer["inputs"][:2] == ["DEQUANTIZE"] * 2)
+            for layer in network_layers(graph_path) if layer["type"] in ("CONVOLUTION", "DECONVOLUTION")]
 
 
 def _check_engine(directory, precision):
@@ -122,14 +94,14 @@ def test_fp32_engine_for_every_architecture(name, exports, tmp_path):
     directory = _copy(exports(name, dynamic=False), tmp_path)
     build_artifacts(directory, ["fp32"], "tensorrt", BuildOptions())
     entry = _check_engine(directory, "fp32")
-    assert entry.inputs[0].shape == list(_tiny_shape(name))
+    assert entry.inputs[0].shape == list(tiny_shape(name))
 
 
 @pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
 @pytest.mark.parametrize("name", PRECISION_MODELS)
 def test_fp16_and_int8_engines(name, dynamic, exports, tmp_path, calib_dir):
     directory = _copy(exports(name, dynamic), tmp_path)
-    n, c, h, w = _tiny_shape(name)
+    n, c, h, w = tiny_shape(name)
     options = BuildOptions(calib=calib_dir, calib_size=4)
     if dynamic:
         options.min_shapes = {"input": (1, c, h // 2, w // 2)} if get_spec(name).dynamic_hw else {"input": (1, c, h, w)}

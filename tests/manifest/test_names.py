@@ -6,12 +6,12 @@ import ast
 from pathlib import Path
 
 from segdeploy.backends.registry import BACKENDS, preference
-from segdeploy.manifest.names import FP16_GRAPH, FP32_GRAPH, INT8_GRAPHS, ort_optimized, tensorrt_engine
+from segdeploy.manifest.names import FP16_GRAPH, FP32_GRAPH, INT8_GRAPHS, PRECISIONS, openvino_ir, ort_optimized, tensorrt_engine
 from segdeploy.precision.quantize import TARGETS
 
 PACKAGE = Path(__file__).resolve().parents[2] / "segdeploy"
 NAMES = {FP32_GRAPH.name, FP16_GRAPH.name, *(g.name for g in INT8_GRAPHS.values()),
-         *(f(p).name for f in (ort_optimized, tensorrt_engine) for p in ("fp32", "fp16", "int8"))}
+         *(f(p).name for f in (ort_optimized, tensorrt_engine, openvino_ir) for p in PRECISIONS)}
 
 
 def test_quantize_targets_agree_with_the_registry():

@@ -12,8 +12,8 @@ import pytest
 from segdeploy.classes import ClassInfo
 from segdeploy.errors import SegdeployError
 from segdeploy.manifest import SCHEMA_VERSION, Manifest
-from segdeploy.manifest.names import ONNX
-from segdeploy.manifest.records import InputRecord, ModelRecord, OutputRecord
+from segdeploy.manifest.names import ONNX, OPENVINO_IR
+from segdeploy.manifest.records import InputRecord, ModelRecord, OpenVinoRecord, OutputRecord
 from segdeploy.preprocess import Preprocess
 
 DATA = Path(__file__).with_name("data")
@@ -53,6 +53,52 @@ def test_tampered_artifact_is_refused(tmp_path):
         Manifest.load(tmp_path).verify("a")
     with pytest.raises(SegdeployError, match="no artifact 'b'.*artifacts: a"):
         Manifest.load(tmp_path).artifact("b")
+
+
+def _with_companions(tmp_path) -> Manifest:
+    """An IR-like artifact with its weights beside it, as the OpenVINO backend records one."""
+    (tmp_path / "a.xml").write_bytes(b"<net/>")
+    (tmp_path / "a.bin").write_bytes(b"hello")
+    manifest = _new(tmp_path)
+    manifest.add_artifact("a", "a.xml", kind=OPENVINO_IR, precision="bf16", backend="openvino", companions={"weights": "a.bin"},
+                          openvino=OpenVinoRecord("2026.4", "CPU", {"CPU": ["FP32", "BF16"]}, {"bf16": 3}))
+    manifest.save()
+    return manifest
+
+
+def test_companion_files_are_recorded_and_verified(tmp_path):
+    _with_companions(tmp_path)
+    loaded = Manifest.load(tmp_path)
+    weights = loaded.artifact("a").companions["weights"]
+    assert (weights.file, weights.sha256, weights.bytes) == ("a.bin", HELLO_SHA256, 5)
+    assert loaded.artifact("a").openvino.runtime_precisions == {"bf16": 3}
+    assert loaded.artifact("a").openvino.capabilities == {"CPU": ["FP32", "BF16"]}
+    assert loaded.verify("a") == tmp_path / "a.xml"
+    (tmp_path / "a.bin").write_bytes(b"hellO")  # the main file is intact: only the companion changed
+    with pytest.raises(SegdeployError, match=r"artifact 'a' \(a\.bin\) was modified after it was recorded"):
+        loaded.verify("a")
+    (tmp_path / "a.bin").unlink()
+    with pytest.raises(SegdeployError, match=r"artifact 'a' is missing: .*a\.bin"):
+        loaded.verify("a")
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda a: a["openvino"]["runtime_precisions"].update(bf16="3"),
+         r"artifacts\.a\.openvino\.runtime_precisions\.bf16 must be an integer, not a string"),
+        (lambda a: a["openvino"].pop("device"), r"artifacts\.a\.openvino\.device is missing"),
+        (lambda a: a["companions"]["weights"].pop("sha256"), r"artifacts\.a\.companions\.weights\.sha256 is missing"),
+        (lambda a: a.update(companions=["a.bin"]), r"artifacts\.a\.companions must be an object"),
+    ],
+)
+def test_invalid_openvino_fields_are_one_clear_error(tmp_path, edit, message):
+    _with_companions(tmp_path)
+    data = json.loads((tmp_path / "manifest.json").read_text())
+    edit(data["artifacts"]["a"])
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(SegdeployError, match=message):
+        Manifest.load(tmp_path)
 
 
 @pytest.mark.parametrize("name", ["plain", "fused"])

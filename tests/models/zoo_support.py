@@ -20,6 +20,23 @@ def zoo_names() -> list[str]:
     return [s.name for s in list_specs() if "width" in inspect.signature(s.builder).parameters]
 
 
+def tiny_kwargs(name: str) -> dict:
+    """Keyword arguments that make a registry architecture tiny: the zoo's width multiplier (the U-Net
+    at 0.125), torchvision's models as they are."""
+    if name not in zoo_names():
+        return {}
+    return {"width": 0.125 if name == "unet" else TINY}
+
+
+def tiny_shape(name: str, base_hw: tuple[int, int] = (64, 96)) -> tuple[int, int, int, int]:
+    """A small non-square input for `name`, rounded up to its size multiple."""
+    from segdeploy.models import get_spec
+
+    multiple = get_spec(name).size_multiple
+    h, w = (max(multiple, -(-d // multiple) * multiple) for d in base_hw)
+    return (1, 3, h, w + multiple if h == w else w)
+
+
 def input_size(multiple: int) -> tuple[int, int]:
     """Non-square; not divisible by 32 (nor by 2 after a few pools) where the model allows."""
     return {1: (100, 150), 16: (80, 144)}.get(multiple, (96, 160))

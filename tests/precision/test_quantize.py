@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
 
 from segdeploy.backends.onnxruntime import OrtRunner
+from segdeploy.build import BuildOptions, build_artifacts
 from segdeploy.errors import UsageError
 from segdeploy.precision.fp16 import convert_fp16, fp16_block_list
 from segdeploy.precision.quantize import TARGETS, graph_opset, prepare_graph, quantize_graph
 from segdeploy.precision.calibration import reader_for, select_images
 from segdeploy.manifest import Manifest
+from segdeploy.manifest.names import INT8_GRAPHS
+
+from tests.helpers import export_unet, fails, snapshot
 
 
 def _io_types(model):
@@ -161,3 +168,51 @@ def test_onnxruntime_target_reduces_range_without_vnni(monkeypatch):
     monkeypatch.setattr(quantize, "cpu_has_vnni", lambda: True)
     assert quantize.target_for("onnxruntime").reduce_range is False
     assert quantize.target_for("tensorrt").reduce_range is False  # TensorRT: full 8-bit symmetric
+
+
+# -- where Q/DQ goes: one range cache for both targets; nothing quantizable is one line ----------------
+
+PLACEMENT_MODELS = Path(__file__).parents[1] / "placement_models.py"
+
+
+def _export_placement_model(factory: str, out: Path) -> Path:
+    from segdeploy.export import ExportRequest, export_model
+
+    export_model(ExportRequest(source=f"{PLACEMENT_MODELS}:{factory}", out_dir=out, num_classes=3, input_shape=(1, 3, 64, 96)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def noweights(tmp_path_factory):
+    return _export_placement_model("NoWeights", tmp_path_factory.mktemp("noweights") / "deploy")
+
+
+@pytest.mark.parametrize("backend", [["--backend", "onnxruntime"], ["--backend", "tensorrt", "--graph-only"]])
+def test_nothing_quantizable_is_one_clear_line(noweights, calib_dir, backend):
+    before = snapshot(noweights)
+    fails("build", noweights, "-p", "int8", "--calib", calib_dir, "--calib-size", "2", *backend,
+          contains=("nothing to quantize to INT8", "Conv", "fp16"), exit_code=1)
+    assert snapshot(noweights) == before  # no graph, no calibration cache, manifest untouched
+
+
+def test_excluding_every_weighted_layer_says_so(tmp_path, calib_dir):
+    directory = export_unet(tmp_path / "unet")
+    fails("build", directory, "-p", "int8", "--calib", calib_dir, "--calib-size", "2", "--exclude-ops", "Conv,ConvTranspose",
+          contains="left after --exclude-nodes/--exclude-ops", exit_code=1)
+    assert not list(directory.glob("model.int8*")) and not list(directory.glob("calib-cache*"))
+
+
+def test_one_range_cache_serves_both_targets(tmp_path, calib_dir):
+    """The TensorRT placement quantizes fewer tensors but calibrates the same ones: an onnxruntime
+    graph made from ranges a TensorRT build cached is the graph a fresh onnxruntime build makes."""
+    first = _export_placement_model("Gated", tmp_path / "first")
+    alone = tmp_path / "alone"
+    shutil.copytree(first, alone)
+    options = BuildOptions(calib=calib_dir, calib_size=4)
+    build_artifacts(first, ["int8"], "tensorrt", BuildOptions(calib=calib_dir, calib_size=4, graph_only=True))
+    build_artifacts(first, ["int8"], "onnxruntime", options)
+    ort_graph = INT8_GRAPHS["onnxruntime"]
+    assert Manifest.load(first).artifact(ort_graph.name).calibration.reused_cache
+    build_artifacts(alone, ["int8"], "onnxruntime", options)
+    assert not Manifest.load(alone).artifact(ort_graph.name).calibration.reused_cache
+    assert (first / ort_graph.file).read_bytes() == (alone / ort_graph.file).read_bytes()

@@ -30,7 +30,7 @@ def open_runner(manifest, name: str, options):
     return TrtRunner(manifest.directory / artifact.file, artifact, cuda_graph=options.cuda_graph)
 
 
-def prepare(manifest, options):
+def prepare(manifest, options, precisions):
     """(flavour, profile): the optimization profile checked against the export, and TensorRT loaded,
     before any long step (calibration) starts. `--graph-only` needs no TensorRT."""
     from segdeploy.backends.tensorrt.profiles import resolve_profile

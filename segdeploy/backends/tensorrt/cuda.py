@@ -7,6 +7,7 @@ works on the device's primary context, which is the one TensorRT's runtime uses.
 from __future__ import annotations
 
 import ctypes
+from typing import Any
 
 import numpy as np
 
@@ -18,16 +19,16 @@ INSTALL_HINT = "pip install pycuda (or cuda-python); on Jetson: pip install pycu
 def load_cuda():
     """A `PyCuda` or `CudaPython` object; a clear error if neither package is installed."""
     try:
-        import pycuda.driver  # noqa: F401
+        import pycuda.driver  # noqa: F401  # pyright: ignore[reportMissingImports]  (optional, not installed by dev)
     except ImportError:
         pass
     else:
         return PyCuda()
     try:
         try:
-            from cuda.bindings import runtime as cudart  # cuda-python ≥ 12.6
+            from cuda.bindings import runtime as cudart  # cuda-python ≥ 12.6  # pyright: ignore[reportAttributeAccessIssue]
         except ImportError:
-            from cuda import cudart  # older cuda-python
+            from cuda import cudart  # older cuda-python  # pyright: ignore[reportAttributeAccessIssue]
     except ImportError:
         raise SegdeployError("running a TensorRT engine needs pycuda or cuda-python, and neither is installed", INSTALL_HINT) from None
     return CudaPython(cudart)
@@ -37,7 +38,7 @@ class PyCuda:
     name = "pycuda"
 
     def __init__(self):
-        import pycuda.driver as driver
+        import pycuda.driver as driver  # pyright: ignore[reportMissingImports]
 
         driver.init()
         self.driver = driver
@@ -98,7 +99,7 @@ class CudaPython:
         self.cudart = cudart
         self.stream = self._check(cudart.cudaStreamCreate())
 
-    def _check(self, result):
+    def _check(self, result) -> Any:
         err, *values = result if isinstance(result, tuple) else (result,)
         if err != self.cudart.cudaError_t.cudaSuccess:
             raise SegdeployError(f"CUDA call failed: {self.cudart.cudaGetErrorString(err)[1]}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from segdeploy.errors import SegdeployError
 
@@ -25,6 +25,19 @@ class Flavour:
     module: Any
     name: str  # import name: "tensorrt" or "tensorrt_rtx"
     version: str
+
+    @property
+    def api(self):
+        """The module, which the type checker reads as the TensorRT 10 Python API (`tensorrt-stubs`).
+
+        TensorRT-RTX and TensorRT 8.6/11 share that API for everything segdeploy calls except
+        what is feature-detected by name (`hasattr`/`getattr`); see tests/backends/test_tensorrt_api.py.
+        """
+        if TYPE_CHECKING:
+            import tensorrt
+
+            return tensorrt
+        return self.module
 
     @property
     def is_rtx(self) -> bool:
@@ -55,6 +68,11 @@ def load_tensorrt() -> Flavour:
             continue
         return Flavour(module=module, name=name, version=str(module.__version__))
     raise SegdeployError("--backend tensorrt needs TensorRT, and neither tensorrt nor tensorrt_rtx can be imported", INSTALL_HINT)
+
+
+def dims(shape) -> tuple[int, ...]:
+    """A TensorRT `Dims` as a tuple (Dims is indexable; its API declares no iteration)."""
+    return tuple(int(shape[i]) for i in range(len(shape)))
 
 
 def describe_record(record) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 from segdeploy.backends.base import Runner
 from segdeploy.backends.tensorrt.builder import make_logger
 from segdeploy.backends.tensorrt.device import gpu_info, sm_number
-from segdeploy.backends.tensorrt.flavour import Flavour, describe_record, load_tensorrt
+from segdeploy.backends.tensorrt.flavour import Flavour, describe_record, dims, load_tensorrt
 from segdeploy.errors import SegdeployError
 
 
@@ -78,12 +78,12 @@ class TrtRunner(Runner):
 
     def _activate(self) -> None:
         flavour = load_tensorrt()
-        trt = flavour.module
         if self.record is not None:
             check_compatible(self.record, flavour, gpu_info(), self.rebuild_hint)
         from segdeploy.backends.tensorrt.cuda import load_cuda
 
-        self.trt, self.logger = trt, make_logger(trt)
+        # The flavour, not its module, is kept: `flavour.api` is what the type checker reads as TensorRT's API.
+        self.flavour, self.logger = flavour, make_logger(flavour)
         self.cuda = load_cuda()
         try:
             self._load_engine(flavour)
@@ -94,7 +94,7 @@ class TrtRunner(Runner):
             raise
 
     def _load_engine(self, flavour: Flavour) -> None:
-        trt = self.trt
+        trt = flavour.api
         self.runtime = trt.Runtime(self.logger)
         data = self.path.read_bytes()
         self._check_validity(flavour, data)
@@ -109,12 +109,13 @@ class TrtRunner(Runner):
 
     def _check_validity(self, flavour: Flavour, data: bytes) -> None:
         # TensorRT-RTX reads the engine header and says whether this system can run it.
-        if not hasattr(self.runtime, "get_engine_validity"):
+        engine_validity = getattr(self.runtime, "get_engine_validity", None)  # TensorRT-RTX only
+        if engine_validity is None:
             return
-        validity, diagnostics = self.runtime.get_engine_validity(data)
-        if validity == self.trt.EngineValidity.INVALID:
+        validity, diagnostics = engine_validity(data)
+        if validity == getattr(self.flavour.api, "EngineValidity").INVALID:  # TensorRT-RTX only
             raise SegdeployError(
-                f"{flavour.label()} cannot run {self.path.name} here: {', '.join(invalidity_reasons(self.trt, diagnostics)) or 'invalid'}",
+                f"{flavour.label()} cannot run {self.path.name} here: {', '.join(invalidity_reasons(self.flavour.api, diagnostics)) or 'invalid'}",
                 self.rebuild_hint,
             )
 
@@ -126,7 +127,7 @@ class TrtRunner(Runner):
         for event in self.events:
             self.cuda.destroy_event(event)
         self.events = []
-        self.context = self.engine = self.runtime = None
+        del self.context, self.engine, self.runtime  # the objects TensorRT frees; the runner can be activated again
         self.cuda.close()
 
     def _buffer(self, name: str, nbytes: int):
@@ -146,7 +147,7 @@ class TrtRunner(Runner):
         start, copied_in, computed, copied_out = self.events
         self.cuda.record(start)
         for name in self.inputs:
-            array = np.ascontiguousarray(batch[name], dtype=self.trt.nptype(self.engine.get_tensor_dtype(name)))
+            array = np.ascontiguousarray(batch[name], dtype=self.flavour.api.nptype(self.engine.get_tensor_dtype(name)))
             self._check_profile(name, array.shape)
             if not self.context.set_input_shape(name, array.shape):
                 raise SegdeployError(f"the engine rejected input {name} of shape {'x'.join(map(str, array.shape))}")
@@ -155,8 +156,8 @@ class TrtRunner(Runner):
             self.cuda.to_device(device, host, array.nbytes)
         shapes = {}
         for name in self.outputs:
-            shape = tuple(self.context.get_tensor_shape(name))
-            dtype = np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name)))
+            shape = dims(self.context.get_tensor_shape(name))
+            dtype = np.dtype(self.flavour.api.nptype(self.engine.get_tensor_dtype(name)))
             shapes[name] = (shape, dtype)
             self._buffer(name, int(np.prod(shape)) * dtype.itemsize)
         self.cuda.record(copied_in)
@@ -205,12 +206,12 @@ class TrtRunner(Runner):
             self._graph = None
 
     def _check_profile(self, name: str, shape: tuple[int, ...]) -> None:
-        if all(d >= 0 for d in self.engine.get_tensor_shape(name)):
-            fixed = tuple(self.engine.get_tensor_shape(name))
+        fixed = dims(self.engine.get_tensor_shape(name))
+        if all(d >= 0 for d in fixed):
             if fixed != tuple(shape):
                 raise SegdeployError(f"the engine takes {name} of shape {'x'.join(map(str, fixed))}, got {'x'.join(map(str, shape))}")
             return
-        lo, _, hi = (tuple(s) for s in self.engine.get_tensor_profile_shape(name, 0))
+        lo, _, hi = (dims(s) for s in self.engine.get_tensor_profile_shape(name, 0))
         if len(shape) != len(lo) or not all(a <= d <= b for a, d, b in zip(lo, shape, hi)):
             raise SegdeployError(
                 f"input {name} {'x'.join(map(str, shape))} is outside the engine's profile "
