@@ -96,6 +96,8 @@ def measure(name: str, spec: dict, args) -> list[dict]:
     cache = args.work / f"{name}-counts"
     cache.mkdir(parents=True, exist_ok=True)
     reference = {s: part.reference_counts for s, part in sets.items()}
+    print(f"{name}: FP32 mIoU " + ", ".join(f"{s} {part.reference_miou:.2f} ({part.images} frames)" for s, part in sets.items()),
+          flush=True)
     maker = Int8Maker(manifest, calib, QuantOptions(cache_dir=args.work / f"{name}-ranges"),
                       step=lambda m: print(f"  {m}", flush=True))
     rows = []

@@ -20,6 +20,7 @@ from segdeploy.atomic import atomic_path
 from segdeploy.manifest import Manifest, tool_versions
 from segdeploy.manifest.names import FP16_GRAPH, FP32_GRAPH, ONNX
 from segdeploy.manifest.records import Artifact, BiasCorrectionRecord, CalibrationRecord, TensorInfo
+from segdeploy.precision.bias_correction import DEFAULT_MODE as BIAS_MODE
 from segdeploy.precision.bias_correction import correct_biases
 from segdeploy.precision.calibration import CalibrationSet, reader_for
 from segdeploy.precision.drift import check_batches, graph_drift
@@ -48,7 +49,7 @@ class QuantOptions:
     exclude_nodes: list[str] = field(default_factory=list)
     exclude_ops: list[str] = field(default_factory=list)
     bias_correction: bool = True  # fold weight rounding's mean output shift into the bias (`precision.bias_correction`)
-    bias_correction_mode: str = "weights"  # or "activations" (measured, not chosen: see the README)
+    bias_correction_mode: str = BIAS_MODE  # or "activations" (measured, not chosen: see the README)
     float_tail: bool = True  # the logits' tail reads unrounded tensors (`precision.float_nodes`)
 
 
@@ -141,13 +142,11 @@ class Int8Maker:
         self.step(f"calibrating on {len(self.calib.images)} images ({method})" if fresh else f"reusing calibration ranges {cache.name}")
         start = time.perf_counter()
         write = self._writer(target_for(target_name), cache, method)
+        write(prepared, out)  # calibrates if needed; bias correction reads this graph's rounded weights
         bias = None
         if self.options.bias_correction:
-            write(prepared, out)  # calibrates; the correction needs the rounded weights of this graph
             self.step(f"correcting biases ({target_name}) on {len(self.calib.images)} calibration images")
             bias = correct_biases(prepared, out, write, self._calibration_feeds(), self.options.bias_correction_mode, keep_float)
-        else:
-            write(prepared, out)
         float_nodes = self._keep_float(prepared, out, keep_float)
         seconds = time.perf_counter() - start
         if fresh:  # later graphs of this build reuse the cache: remember that this build calibrated

@@ -325,3 +325,19 @@ def test_onnxruntime_graph_quantizes_the_corrected_bias(cli, deploy, calib_dir):
         value = numpy_helper.to_array(inits[dq.input[0]]) * step
         moved += int(np.any(np.abs(value - _fp32_bias(directory, node.name)) > step))  # more than bias rounding alone
     assert entry.bias_correction.layers_corrected == len(_weighted_layers(graph)) and moved > 0
+
+
+def test_cli_and_pipeline_defaults_are_the_measured_ones():
+    """`build`'s option defaults and the pipeline's are QuantOptions' (the README's measured defaults)."""
+    import inspect
+
+    from segdeploy.cli.build import build_command
+    from segdeploy.pipeline_config import PipelineConfig
+    from segdeploy.precision.graphs import DEFAULT_METHOD, QuantOptions
+
+    options = inspect.signature(build_command).parameters
+    defaults = QuantOptions()
+    assert options["calib_method"].default.value == DEFAULT_METHOD == defaults.method == "percentile"
+    assert options["percentile"].default is None and defaults.percentile is None  # the target's own
+    assert options["bias_correction"].default is True and defaults.bias_correction
+    assert PipelineConfig(out=None, models=[]).calib_method is None and PipelineConfig(out=None, models=[]).bias_correction
