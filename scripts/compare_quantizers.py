@@ -12,13 +12,16 @@ everyone: this venv writes the preprocessed calibration and evaluation batches a
 read those. The peers run only in .venv-peers (scripts/peer_quantizers.py, a subprocess).
 
 Printed per INT8 graph: ΔmIoU vs FP32 on the held-out frames (± paired block-bootstrap s.e. [95 %
-interval]), pixel agreement with FP32 at model resolution, whether TensorRT-RTX builds an engine
-from it (TensorRT-family graphs; ahead of time on the CPU), and the latency ratio to FP32 in its
-runtime (medians, timed interleaved on one image; onnxruntime for the Q/DQ ONNX graphs, OpenVINO
-for NNCF). Peer-graph quirk handled here: ModelOpt's default graphs (high_precision_dtype fp16)
-give Resize an FP16 roi/scales constant, which the ONNX spec (scales: float) and onnxruntime
-refuse; the onnxruntime copy gets that constant as float32 (`float32_resize_constants`), nothing
-else changes. TensorRT-RTX is given ModelOpt's graphs as written.
+interval]), pixel agreement with FP32 (label resolution; OpenVINO graphs against OpenVINO's
+FP32), whether TensorRT-RTX builds an engine from it (TensorRT-family graphs; ahead of time on
+the CPU), and the latency ratio to FP32 in its runtime (medians, timed interleaved on one image;
+onnxruntime for the Q/DQ ONNX graphs, OpenVINO for NNCF); then the mIoU of segdeploy's two
+graphs minus each peer's, paired on the same frames (NNCF runs in OpenVINO, whose FP32 mIoU is
+printed beside onnxruntime's). Peer-graph quirk handled here: ModelOpt's default graphs
+(high_precision_dtype fp16) give Resize an FP16 roi/scales constant, which the ONNX spec
+(scales: float) and onnxruntime refuse; the onnxruntime copy gets that constant as float32
+(`float32_resize_constants`), nothing else changes. TensorRT-RTX is given ModelOpt's graphs as
+written.
 """
 
 from __future__ import annotations
@@ -127,7 +130,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--calib-size", type=int, default=100)
     parser.add_argument("--iterations", type=int, default=30, help="timed iterations per graph (interleaved)")
-    parser.add_argument("--skip-peers", action="store_true", help="reuse the peers' outputs already in --work/peers")
+    parser.add_argument("--skip-peers", action="store_true", help="reuse the peers' outputs already in --work/peers[-choice]")
+    parser.add_argument("--frames", choices=("val", "choice"), default="val",
+                        help="score on the held-out val frames (default) or on the 267 choice frames (train frames "
+                             "calibration did not use: where segdeploy's defaults were chosen)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     from segdeploy.manifest import Manifest
@@ -136,9 +142,10 @@ def main() -> None:
     deploy = export("camvid", models(args)["camvid"], args.work)
     manifest = Manifest.load(deploy)
     frames = heldout.split_frames(CAMVID, args.calib_size)
-    held_out = heldout.frame_set(manifest, CAMVID, "val", frames.confirmation, "held-out")
+    held_out = (heldout.frame_set(manifest, CAMVID, "val", frames.confirmation, "held-out") if args.frames == "val"
+                else heldout.frame_set(manifest, CAMVID, "train", frames.choice, "choice"))
     graphs = {"FP32": manifest.verify("onnx-fp32"), **build_segdeploy(deploy, args.calib_size)}
-    peers = args.work / "peers"
+    peers = args.work / ("peers" if args.frames == "val" else "peers-choice")
     if not args.skip_peers:
         calib, images = write_batches(manifest, frames, held_out, args.work)
         run_peers(graphs["FP32"], calib, images, peers, graphs["segdeploy ORT graph"], args.iterations)
@@ -150,29 +157,33 @@ def main() -> None:
 
 def print_table(manifest, graphs: dict[str, Path], held_out, peers: Path, builds: dict[str, Path], args) -> None:
     """The side-by-side table (see the module docstring)."""
-    from segdeploy.precision.drift import compare_graphs
+    from segdeploy.backends.onnxruntime import OrtRunner
+    from segdeploy.evaluation.engine import graph_predictor
 
-    counts = {name: held_out.counts(path)[1] for name, path in graphs.items() if name != "FP32"}
-    counts["FP32"] = held_out.reference_counts
-    ov_maps = {name: np.load(peers / f"maps-{name}.npy") for name in ("nncf", "fp32-openvino", "segdeploy-ort-openvino")}
-    counts.update({name: heldout.counts_of_maps(held_out, maps) for name, maps in ov_maps.items()})
-    agreement = {name: f["argmax_agreement"] * 100 for name, f in
-                 compare_graphs(manifest, graphs["FP32"], {n: p for n, p in graphs.items() if n != "FP32"}, held_out.batches).items()}
-    agreement.update({name: float(np.mean(maps == ov_maps["fp32-openvino"])) * 100 for name, maps in ov_maps.items()})
+    with contextlib.ExitStack() as stack:
+        runners = {name: stack.enter_context(OrtRunner(path)) for name, path in graphs.items()}
+        scored = heldout.score(held_out, {n: graph_predictor(r, held_out.spec) for n, r in runners.items()}, reference="FP32")
+    ov_maps = {name: np.load(peers / f"maps-{name}.npy") for name in ("fp32-openvino", "nncf", "segdeploy-ort-openvino")}
+    scored.update(heldout.score(held_out, {n: heldout.maps_predictor(m) for n, m in ov_maps.items()}, reference="fp32-openvino"))
     ort_ms = ort_latency(graphs, held_out.feed(0), args.iterations)
     ov_ms = json.loads((peers / "openvino-latency.json").read_text())["median_ms"]
     rows = [("segdeploy ORT graph", "onnxruntime", ort_ms), ("segdeploy TRT graph", "onnxruntime", ort_ms),
             *((name, "onnxruntime", ort_ms) for name in MODELOPT), ("nncf", "OpenVINO", ov_ms),
             ("segdeploy-ort-openvino", "OpenVINO", ov_ms)]
-    fp32_ort, fp32_ov = (miou_percent(counts[n].sum(axis=0), held_out.evaluated) for n in ("FP32", "fp32-openvino"))
-    print(f"\nheld-out: {held_out.images} CamVid val frames; FP32 mIoU {fp32_ort:.2f} (onnxruntime), {fp32_ov:.2f} (OpenVINO)\n")
+    fp32_ort, fp32_ov = (miou_percent(scored[n][0].sum(axis=0), held_out.evaluated) for n in ("FP32", "fp32-openvino"))
+    print(f"\n{held_out.description}: {held_out.images} frames; FP32 mIoU {fp32_ort:.2f} (onnxruntime), {fp32_ov:.2f} (OpenVINO)\n")
     print("| INT8 graph | runs in | ΔmIoU ± s.e. [95 % interval] | agreement with FP32 % | TensorRT-RTX builds | latency / FP32 |")
     print("|---|---|---|---|---|---|")
     for name, runtime, latency in rows:
         reference = "FP32" if runtime == "onnxruntime" else "fp32-openvino"
-        delta = describe(paired_interval(counts[reference], counts[name], BLOCK, evaluated=held_out.evaluated))
+        delta = describe(paired_interval(scored[reference][0], scored[name][0], BLOCK, evaluated=held_out.evaluated))
         built = trt_rtx_builds(builds[name], args.work) if name in builds else "–"
-        print(f"| {name} | {runtime} | {delta} | {agreement[name]:.2f} | {built} | {latency[name] / latency[reference]:.2f}× |")
+        print(f"| {name} | {runtime} | {delta} | {scored[name][1]:.2f} | {built} | {latency[name] / latency[reference]:.2f}× |")
+    peer_counts = {name: scored[name][0] for name in (*MODELOPT, "nncf")}
+    for ours in ("segdeploy ORT graph", "segdeploy TRT graph"):  # paired: ours − peer, on the same frames
+        cells = [f"{peer} {describe(paired_interval(counts, scored[ours][0], BLOCK, evaluated=held_out.evaluated))}"
+                 for peer, counts in peer_counts.items()]
+        print(f"{ours} − peer (mIoU, paired): " + "; ".join(cells))
     print(f"\nmedian ms: onnxruntime {json.dumps({k: round(v, 2) for k, v in ort_ms.items()})}; "
           f"OpenVINO {json.dumps({k: round(v, 2) for k, v in ov_ms.items()})}")
     print(f"versions: {(peers / 'versions.json').read_text()}")

@@ -1,14 +1,14 @@
 """`--calib-method best`: calibrate with every method, keep the one that agrees best with FP32.
 
-minmax, entropy and percentile each calibrate on the *same* images (each with its own
-range cache, so a second build reuses all three), the Q/DQ graph for the requested target
+minmax, mean-minmax, entropy and percentile each calibrate on the *same* images (each with its
+own range cache, so a second build reuses them all), the Q/DQ graph for the requested target
 is made from each, and each is compared with the FP32 graph on evaluation images that
 calibration did not see where there are any: the val split (a sibling `val/images` as in
 CamVid's DIR/train + DIR/val, or the folder's `splits/val.txt`), else the folder's other
 images, else (nothing else at hand) the calibration images themselves; the record says
 which. The winner has the highest argmax
 agreement; ties go to the higher agreement mIoU, then the lower relative error, then
-the order minmax, entropy, percentile. Only the winner is written as the artifact; the
+the order minmax, mean-minmax, entropy, percentile. Only the winner is written as the artifact; the
 whole table goes into its manifest entry.
 """
 
@@ -30,7 +30,7 @@ from segdeploy.precision.quantize import target_for
 BEST = "best"
 EVAL_IMAGES = 32  # evaluation images at most, spread evenly over those at hand
 TIE_ORDER = {method: i for i, method in enumerate(CALIB_METHODS)}
-RULE = "highest argmax agreement; ties: higher agreement mIoU, lower rel error, then minmax < entropy < percentile"
+RULE = "highest argmax agreement; ties: higher agreement mIoU, lower rel error, then minmax < mean-minmax < entropy < percentile"
 
 
 def evaluation_set(calib: CalibrationSet) -> tuple[CalibrationSet, str]:

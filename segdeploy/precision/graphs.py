@@ -35,22 +35,33 @@ from segdeploy.precision.quantize import (
     target_for,
 )
 
-# INT8 defaults, chosen on CamVid frames that neither calibrated nor confirmed them (README,
-# "INT8 accuracy"; docs/design.md §5).
-DEFAULT_METHOD = "percentile"
+# INT8 defaults per target, each the best of its target on CamVid frames that neither calibrated
+# the graphs nor reported them (README, "INT8 accuracy"; docs/design.md §5).
+DEFAULT_METHOD = {"onnxruntime": "percentile", "tensorrt": "mean-minmax"}
 DEFAULT_PERCENTILE = {"onnxruntime": 99.99, "tensorrt": 99.999}
+DEFAULT_BIAS_CORRECTION = {"onnxruntime": True, "tensorrt": False}
 
 
 @dataclass
 class QuantOptions:
-    method: str = DEFAULT_METHOD
+    method: str | None = None  # None: the target's default (DEFAULT_METHOD); or "best"
     percentile: float | None = None  # None: the target's default (DEFAULT_PERCENTILE)
     cache_dir: Path | None = None
     exclude_nodes: list[str] = field(default_factory=list)
     exclude_ops: list[str] = field(default_factory=list)
-    bias_correction: bool = True  # fold weight rounding's mean output shift into the bias (`precision.bias_correction`)
+    # fold weight rounding's mean output shift into the bias (`precision.bias_correction`); None: the target's default
+    bias_correction: bool | None = None
     bias_correction_mode: str = BIAS_MODE  # or "activations" (measured, not chosen: see the README)
     float_tail: bool = True  # the logits' tail reads unrounded tensors (`precision.float_nodes`)
+
+    def method_for(self, target_name: str) -> str:
+        return self.method or DEFAULT_METHOD[target_name]
+
+    def percentile_for(self, target_name: str) -> float:
+        return self.percentile if self.percentile is not None else DEFAULT_PERCENTILE[target_name]
+
+    def bias_correction_for(self, target_name: str) -> bool:
+        return self.bias_correction if self.bias_correction is not None else DEFAULT_BIAS_CORRECTION[target_name]
 
 
 def record_graph(manifest: Manifest, name: str, filename: str, precision: str, target: str, **fields) -> Artifact:
@@ -119,12 +130,12 @@ class Int8Maker:
 
     def percentile(self, target_name: str) -> float:
         """The percentile for `target_name`: the options', else that target's default."""
-        return self.options.percentile if self.options.percentile is not None else DEFAULT_PERCENTILE[target_name]
+        return self.options.percentile_for(target_name)
 
     def cache_path(self, target_name: str, method: str | None = None) -> Path:
         """The range cache of `method` (default: the options' method) for these images and graph
-        (the percentile, hence the cache, may differ per target)."""
-        method = method or self.options.method
+        (the method and percentile, hence the cache, may differ per target)."""
+        method = method or self.options.method_for(target_name)
         manifest = self.manifest
         key = cache_key(manifest.artifact(FP32_GRAPH.name).sha256, self.calib.fingerprint(), method,
                         self.percentile(target_name), manifest.input.shape, manifest.preprocess.to_dict())
@@ -136,7 +147,7 @@ class Int8Maker:
         cache exists), with the accuracy steps the options ask for: bias correction, then the nodes
         that stay float reading unrounded tensors (`float_nodes`); `keep_float`: more such nodes
         (a mixed graph, see `precision.mixed`), whose biases stay the FP32 graph's."""
-        method = method or self.options.method
+        method = method or self.options.method_for(target_name)
         prepared, cache = self.prepared(), self.cache_path(target_name, method)
         fresh = not cache.is_file()
         self.step(f"calibrating on {len(self.calib.images)} images ({method})" if fresh else f"reusing calibration ranges {cache.name}")
@@ -144,7 +155,7 @@ class Int8Maker:
         write = self._writer(target_for(target_name), cache, method)
         write(prepared, out)  # calibrates if needed; bias correction reads this graph's rounded weights
         bias = None
-        if self.options.bias_correction:
+        if self.options.bias_correction_for(target_name):
             self.step(f"correcting biases ({target_name}) on {len(self.calib.images)} calibration images")
             bias = correct_biases(prepared, out, write, self._calibration_feeds(), self.options.bias_correction_mode, keep_float)
         float_nodes = self._keep_float(prepared, out, keep_float)
@@ -180,7 +191,7 @@ class Int8Maker:
 
     def calibration_record(self, target_name: str, method: str | None = None) -> CalibrationRecord:
         """The manifest's calibration record for graphs of `target_name` quantized with `method`'s ranges."""
-        method = method or self.options.method
+        method = method or self.options.method_for(target_name)
         cache = self.cache_path(target_name, method)
         seconds = self._calibrated.get(cache)
         return CalibrationRecord(

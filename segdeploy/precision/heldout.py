@@ -8,8 +8,9 @@ frames, confirmation = every val frame.
 
 Scoring goes through the budget search's evaluation set (`evalset.EvalSet`: per-image confusion
 matrices against the labels, the FP32 graph as reference) and its paired block bootstrap
-(`evalset.paired_interval`); `counts_of_maps` scores class maps another runtime computed (the
-peers in `scripts/compare_quantizers.py`) on the same frames, the same way.
+(`evalset.paired_interval`); `score` runs several predictors in one pass, among them class maps
+another runtime computed (`maps_predictor`: the peers in `scripts/compare_quantizers.py`),
+scored the same way.
 """
 
 from __future__ import annotations
@@ -62,13 +63,22 @@ def frame_set(manifest, root: Path, split: str, stems, name: str) -> EvalSet:
     return frames
 
 
-def counts_of_maps(frames: EvalSet, maps: np.ndarray) -> np.ndarray:
-    """Per-image confusion matrices against the labels of class maps computed elsewhere, one N×H×W
-    map per frame at the model's resolution, in the frames' order (scored like any graph)."""
-    from segdeploy.evaluation.engine import Predictor, evaluate
+def maps_predictor(maps: np.ndarray):
+    """Class maps computed elsewhere (one H×W map per frame at the model's resolution, in the frames'
+    order: another runtime's) as a predictor of the evaluation engine, scored like any graph."""
+    from segdeploy.evaluation.engine import Predictor
 
     index = iter(range(len(maps)))
-    predictor = Predictor(lambda data: np.stack([maps[next(index)] for _ in range(len(data))]))
-    result = evaluate({"maps": predictor}, frames.batches, num_classes=frames.num_classes, classes=frames.classes,
-                      input_hw=frames.spec.input_hw, per_image=True)
-    return np.stack(result["maps"].per_image_vs_labels)
+    return Predictor(lambda data: np.stack([maps[next(index)] for _ in range(len(data))]))
+
+
+def score(frames: EvalSet, predictors: dict, reference: str) -> dict[str, tuple[np.ndarray, float]]:
+    """Each predictor on `frames` in one pass: (per-image confusion matrices against the labels, % of
+    pixels agreeing with the `reference` predictor's at label resolution)."""
+    from segdeploy.evaluation.engine import evaluate
+
+    result = evaluate(predictors, frames.batches, num_classes=frames.num_classes, classes=frames.classes,
+                      reference=reference, input_hw=frames.spec.input_hw, per_image=True)
+    agreement = {name: result[name].agreement() for name in predictors}
+    return {name: (np.stack(result[name].per_image_vs_labels),
+                   100.0 if name == reference else agreement[name]["pixel_agreement"] * 100) for name in predictors}

@@ -99,7 +99,7 @@ def target_for(name: str) -> QuantTarget:
     return target
 
 
-METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+METHODS = {"minmax": "MinMax", "mean-minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}  # → onnxruntime's
 
 
 @contextlib.contextmanager
@@ -207,7 +207,7 @@ def quantize_graph(
         extra.update(trt_placement.ort_options(model, placement))
     with atomic_path(out_path) as tmp, quiet_quantization():
         if not reused:  # onnxruntime's calibrators, run by `ranges` (see there why), into the cache quantize_static reads
-            calibrate(prepared, reader, METHODS[method], percentile, chosen["op_types_to_quantize"], cache_path)
+            calibrate(prepared, reader, method, percentile, chosen["op_types_to_quantize"], cache_path)
         quantize_static(
             str(prepared),
             str(tmp),

@@ -23,22 +23,30 @@ import numpy as np
 from segdeploy.atomic import atomic_path
 
 MAX_BATCHES_IN_MEMORY = 4  # batches collected per stride (a divisor of the batch count)
+# segdeploy's method names → onnxruntime's calibrator and its options. mean-minmax: the mean over
+# batches of each batch's min and max (NNCF's MEAN_MINMAX for activations); onnxruntime averages
+# within one `collect_data` call, so it is collected in one (a MinMax calibrator keeps two scalars
+# per tensor and batch: no memory to bound).
+CALIBRATORS = {"minmax": ("MinMax", {}), "mean-minmax": ("MinMax", {"moving_average": True}),
+               "entropy": ("Entropy", {}), "percentile": ("Percentile", {})}
 
 
 def calibrate(prepared: Path, reader, method: str, percentile: float, op_types: list[str], cache_path: Path) -> None:
-    """Compute `method`'s ranges of `prepared` on `reader`'s batches into `cache_path` (onnxruntime's
-    cache format; `method` is a `CalibrationMethod` member name)."""
+    """Compute `method`'s ranges (a `CALIBRATORS` name) of `prepared` on `reader`'s batches into
+    `cache_path` (onnxruntime's cache format)."""
     from onnxruntime.quantization import CalibrationMethod, create_calibrator
     from onnxruntime.quantization.calibrate import save_tensors_data
 
-    options = {"percentile": percentile} if method == "Percentile" else {}
+    kind, options = CALIBRATORS[method]
+    options = {**options, "percentile": percentile} if method == "percentile" else options
     with tempfile.TemporaryDirectory(prefix="segdeploy-calib-") as scratch:
         calibrator = create_calibrator(Path(prepared), op_types, augmented_model_path=str(Path(scratch) / "augmented.onnx"),
-                                       calibrate_method=CalibrationMethod[method], extra_options=options)
-        if method == "Percentile":
+                                       calibrate_method=CalibrationMethod[kind], extra_options=options)
+        if method == "percentile":
             calibrator.collector = _collector(calibrator)
         batches = len(reader)
-        stride = max(d for d in range(1, min(MAX_BATCHES_IN_MEMORY, batches) + 1) if batches % d == 0)
+        at_once = batches if method == "mean-minmax" else min(MAX_BATCHES_IN_MEMORY, batches)
+        stride = max(d for d in range(1, at_once + 1) if batches % d == 0)
         for start in range(0, batches, stride):
             reader.set_range(start, start + stride)
             calibrator.collect_data(reader)

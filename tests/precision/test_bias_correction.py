@@ -278,7 +278,7 @@ def test_build_corrects_every_quantized_layer_of_the_tensorrt_graph_and_records_
     from segdeploy.manifest import Manifest
 
     directory = deploy("static")
-    result = _build(cli, directory, calib_dir, "--backend", "tensorrt", "--graph-only")
+    result = _build(cli, directory, calib_dir, "--backend", "tensorrt", "--graph-only", "--bias-correction")
     assert result.returncode == 0, result.stderr
     entry = Manifest.load(directory).artifact("onnx-int8-trt")
     graph = onnx.load(str(directory / entry.file))
@@ -286,18 +286,19 @@ def test_build_corrects_every_quantized_layer_of_the_tensorrt_graph_and_records_
     record = entry.bias_correction
     assert record.enabled and record.mode == "weights" and record.images == 8
     assert record.layers_corrected == len(layers) > 0
-    assert entry.calibration.method == "percentile" and entry.calibration.percentile == 99.999  # TensorRT's default
+    assert entry.calibration.method == "mean-minmax" and entry.calibration.percentile is None  # TensorRT's default
     fp32_biases = set(_initializers(directory / "model.onnx"))
     # TensorRT keeps biases in float: every quantized Conv reads its own corrected float bias
     assert all(n.input[2] == f"{n.name}.bias_corrected" and n.input[2] not in fp32_biases for n in layers)
     assert f"biases corrected in {len(layers)} layers" in result.stdout
 
 
-def test_no_bias_correction_leaves_the_fp32_biases(cli, deploy, calib_dir):
+@pytest.mark.parametrize("off", [["--no-bias-correction"], []])  # TensorRT's default: off (README, "INT8 accuracy")
+def test_no_bias_correction_leaves_the_fp32_biases(cli, deploy, calib_dir, off):
     from segdeploy.manifest import Manifest
 
     directory = deploy("static")
-    result = _build(cli, directory, calib_dir, "--backend", "tensorrt", "--graph-only", "--no-bias-correction")
+    result = _build(cli, directory, calib_dir, "--backend", "tensorrt", "--graph-only", *off)
     assert result.returncode == 0, result.stderr
     entry = Manifest.load(directory).artifact("onnx-int8-trt")
     assert not entry.bias_correction.enabled and "biases corrected" not in result.stdout
@@ -308,12 +309,13 @@ def test_no_bias_correction_leaves_the_fp32_biases(cli, deploy, calib_dir):
 
 
 def test_onnxruntime_graph_quantizes_the_corrected_bias(cli, deploy, calib_dir):
-    """onnxruntime's INT32 biases are quantized from the corrected float bias, not the original."""
+    """onnxruntime's INT32 biases are quantized from the corrected float bias (on by default for onnxruntime)."""
     from segdeploy.manifest import Manifest
 
     directory = deploy("static")
     assert _build(cli, directory, calib_dir).returncode == 0
     entry = Manifest.load(directory).artifact("onnx-int8-ort")
+    assert entry.calibration.method == "percentile" and entry.calibration.percentile == 99.99
     graph = onnx.load(str(directory / entry.file))
     inits = {i.name: i for i in graph.graph.initializer}
     producers = {o: n for n in graph.graph.node for o in n.output}
@@ -333,11 +335,17 @@ def test_cli_and_pipeline_defaults_are_the_measured_ones():
 
     from segdeploy.cli.build import build_command
     from segdeploy.pipeline_config import PipelineConfig
-    from segdeploy.precision.graphs import DEFAULT_METHOD, QuantOptions
+
+    from segdeploy.precision.graphs import QuantOptions
 
     options = inspect.signature(build_command).parameters
-    defaults = QuantOptions()
-    assert options["calib_method"].default.value == DEFAULT_METHOD == defaults.method == "percentile"
-    assert options["percentile"].default is None and defaults.percentile is None  # the target's own
-    assert options["bias_correction"].default is True and defaults.bias_correction
-    assert PipelineConfig(out=None, models=[]).calib_method is None and PipelineConfig(out=None, models=[]).bias_correction
+    assert all(options[name].default is None for name in ("calib_method", "percentile", "bias_correction"))
+    config = PipelineConfig(out=None, models=[])
+    assert config.calib_method is None and config.bias_correction is None
+    defaults = QuantOptions()  # what None means, per target
+    assert (defaults.method_for("onnxruntime"), defaults.percentile_for("onnxruntime"), defaults.bias_correction_for("onnxruntime")) == (
+        "percentile", 99.99, True)
+    assert (defaults.method_for("tensorrt"), defaults.bias_correction_for("tensorrt")) == ("mean-minmax", False)
+    explicit = QuantOptions(method="entropy", percentile=99.9, bias_correction=False)
+    assert (explicit.method_for("onnxruntime"), explicit.percentile_for("tensorrt"), explicit.bias_correction_for("onnxruntime")) == (
+        "entropy", 99.9, False)

@@ -4,8 +4,6 @@ another runtime scored exactly like a graph."""
 from __future__ import annotations
 
 import json
-import shutil
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -48,14 +46,21 @@ def test_overlapping_frames_are_refused():
 def test_class_maps_from_elsewhere_score_exactly_like_the_graph(deploy, tmp_path):
     """The FP32 graph's own argmax maps, handed over as arrays (as OpenVINO's come back from the
     peers' venv), give the same per-image matrices as scoring the graph — and other maps do not."""
+    from segdeploy.backends.onnxruntime import OrtRunner
+    from segdeploy.evaluation.engine import graph_predictor
+
     directory = deploy("static")
     manifest = Manifest.load(directory)
     root = _dataset(tmp_path / "data", train=4, val=6, classes=manifest.model.num_classes)
-    shutil.copy(root / "classes.json", root / "val" / "classes.json")
     frames = heldout.frame_set(manifest, root, "val", [f"val_{i:03d}" for i in range(6)], "test")
     canvases = np.concatenate([b.canvases for b in frames.batches])
     maps = graph_class_maps(directory / "model.onnx", canvases)
     assert len(np.unique(maps)) > 1  # the graph's maps vary
-    np.testing.assert_array_equal(heldout.counts_of_maps(frames, maps), frames.reference_counts)
     shifted = (maps + 1) % manifest.model.num_classes
-    assert not np.array_equal(heldout.counts_of_maps(frames, shifted), frames.reference_counts)
+    with OrtRunner(directory / "model.onnx") as runner:
+        scored = heldout.score(frames, {"graph": graph_predictor(runner, frames.spec), "maps": heldout.maps_predictor(maps),
+                                        "shifted": heldout.maps_predictor(shifted)}, reference="graph")
+    np.testing.assert_array_equal(scored["maps"][0], frames.reference_counts)
+    np.testing.assert_array_equal(scored["graph"][0], frames.reference_counts)
+    assert scored["maps"][1] == 100.0 and scored["shifted"][1] == 0.0
+    assert not np.array_equal(scored["shifted"][0], frames.reference_counts)

@@ -206,11 +206,11 @@ def test_excluding_every_weighted_layer_says_so(tmp_path, calib_dir):
 def test_one_range_cache_serves_both_targets(tmp_path, calib_dir):
     """The TensorRT placement quantizes fewer tensors but calibrates the same ones: an onnxruntime
     graph made from ranges a TensorRT build cached is the graph a fresh onnxruntime build makes
-    (with one percentile for both: by default each target has its own, see graphs.DEFAULT_PERCENTILE)."""
+    (given one method and percentile for both: by default each target has its own, see graphs.DEFAULT_METHOD)."""
     first = _export_placement_model("Gated", tmp_path / "first")
     alone = tmp_path / "alone"
     shutil.copytree(first, alone)
-    quant = QuantOptions(percentile=99.99)
+    quant = QuantOptions(method="percentile", percentile=99.99)
     options = BuildOptions(calib=calib_dir, calib_size=4, quant=quant)
     build_artifacts(first, ["int8"], "tensorrt", BuildOptions(calib=calib_dir, calib_size=4, graph_only=True, quant=quant))
     build_artifacts(first, ["int8"], "onnxruntime", options)

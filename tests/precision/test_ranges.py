@@ -52,9 +52,10 @@ def _onnxruntime_own(model_path, cache, method):
     """quantize_static calibrating by itself (strides as `calibrate` takes them), writing its cache."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
 
+    extra = {"minmax": {"CalibStridedMinMax": 3}, "mean-minmax": {"CalibMovingAverage": True},
+             "entropy": {"CalibStridedMinMax": 3}, "percentile": {"CalibStridedMinMax": 3, "CalibPercentile": 99.99}}[method]
     quantize_static(str(model_path), str(cache.with_suffix(".onnx")), CalibrationReader(_batches()), quant_format=QuantFormat.QDQ,
-                    calibrate_method=CalibrationMethod[METHODS[method]], calibration_cache_path=str(cache),
-                    extra_options={"CalibStridedMinMax": 3, **({"CalibPercentile": 99.99} if method == "percentile" else {})})
+                    calibrate_method=CalibrationMethod[METHODS[method]], calibration_cache_path=str(cache), extra_options=extra)
 
 
 @pytest.mark.parametrize("method", list(METHODS))
@@ -62,7 +63,7 @@ def test_ranges_are_onnxruntimes_own(tmp_path, method):
     path = tmp_path / "model.onnx"
     onnx.save(_model(narrow=False), str(path))
     _onnxruntime_own(path, tmp_path / "own.json", method)
-    calibrate(path, CalibrationReader(_batches()), METHODS[method], 99.99, ["Conv", "Relu"], tmp_path / "ours.json")
+    calibrate(path, CalibrationReader(_batches()), method, 99.99, ["Conv", "Relu"], tmp_path / "ours.json")
     ours, own = _ranges(tmp_path / "ours.json"), _ranges(tmp_path / "own.json")
     assert ours.keys() == own.keys() and len(ours) >= 3
     for name in own:
@@ -74,10 +75,26 @@ def test_percentile_survives_a_near_constant_tensor(tmp_path):
     onnx.save(_model(narrow=True), str(narrow))
     onnx.save(_model(narrow=False), str(plain))
     ops = ["Conv", "Relu", "Sigmoid", "Mul", "Add"]
-    calibrate(narrow, CalibrationReader(_batches()), "Percentile", 99.99, ops, tmp_path / "narrow.json")
-    calibrate(plain, CalibrationReader(_batches()), "Percentile", 99.99, ops, tmp_path / "plain.json")
+    calibrate(narrow, CalibrationReader(_batches()), "percentile", 99.99, ops, tmp_path / "narrow.json")
+    calibrate(plain, CalibrationReader(_batches()), "percentile", 99.99, ops, tmp_path / "plain.json")
     ranges, reference = _ranges(tmp_path / "narrow.json"), _ranges(tmp_path / "plain.json")
     (low,), (high,) = ranges["near_one"]
     assert abs(low - 1) < 1e-5 and abs(high - 1) < 1e-5  # where the values are (within float32 steps)
     for name in reference:  # every other tensor: what it would be without the narrow one
         assert ranges[name] == reference[name]
+
+
+def test_mean_minmax_is_the_mean_of_each_batchs_extremes(tmp_path):
+    """NNCF's MEAN_MINMAX, checked by running the graph: the mean over batches of min(y) and max(y)."""
+    import onnxruntime as ort
+
+    path = tmp_path / "model.onnx"
+    onnx.save(_model(narrow=False), str(path))
+    calibrate(path, CalibrationReader(_batches()), "mean-minmax", 99.99, ["Conv", "Relu"], tmp_path / "mean.json")
+    calibrate(path, CalibrationReader(_batches()), "minmax", 99.99, ["Conv", "Relu"], tmp_path / "minmax.json")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    outputs = [session.run(["y"], batch)[0] for batch in _batches()]
+    (low,), (high,) = _ranges(tmp_path / "mean.json")["y"]
+    np.testing.assert_allclose([low, high], [np.mean([o.min() for o in outputs]), np.mean([o.max() for o in outputs])], rtol=1e-5)
+    (lowest,), (highest,) = _ranges(tmp_path / "minmax.json")["y"]
+    assert lowest < low < high < highest  # strictly inside the extremes of all batches
