@@ -9,7 +9,7 @@ CamVid train frames spread evenly: exactly those `segdeploy build --calib ../sha
 reads), same held-out frames (the 101 CamVid val frames, which neither calibration nor the choice
 of any segdeploy default saw: `segdeploy.precision.heldout`), and segdeploy's preprocessing for
 everyone: this venv writes the preprocessed calibration and evaluation batches as .npy, the peers
-read those. The peers run only in .venv-peers (scripts/peer_quantizers.py, a subprocess).
+read those. The peers run only in .venv-peers (scripts/peers/modelopt_nncf.py, a subprocess).
 
 Printed per INT8 graph: ΔmIoU vs FP32 on the held-out frames (± paired block-bootstrap s.e. [95 %
 interval]), pixel agreement with FP32 (label resolution; OpenVINO graphs against OpenVINO's
@@ -77,7 +77,7 @@ def write_batches(manifest, frames: heldout.Frames, held_out, work: Path) -> tup
 def run_peers(fp32: Path, calib: Path, images: Path, out: Path, ort_int8: Path, iterations: int) -> None:
     if not PEERS_PYTHON.is_file():
         sys.exit(f"no {PEERS_PYTHON}: run `bash scripts/setup_peers.sh` first")
-    subprocess.run([str(PEERS_PYTHON), str(REPO / "scripts" / "peer_quantizers.py"), "--fp32", str(fp32), "--calib", str(calib),
+    subprocess.run([str(PEERS_PYTHON), str(REPO / "scripts" / "peers" / "modelopt_nncf.py"), "--fp32", str(fp32), "--calib", str(calib),
                     "--eval", str(images), "--out", str(out), "--openvino", f"segdeploy-ort-openvino={ort_int8}",
                     "--iterations", str(iterations)], check=True)
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The peers' side of scripts/compare_quantizers.py: runs ONLY with .venv-peers/bin/python.
 
-    .venv-peers/bin/python scripts/peer_quantizers.py --fp32 model.onnx --calib calib.npy --eval eval.npy \
+    .venv-peers/bin/python scripts/peers/modelopt_nncf.py --fp32 model.onnx --calib calib.npy --eval eval.npy \
         --out DIR [--openvino NAME=GRAPH.onnx ...] [--iterations 30]
 
 Imports nothing from segdeploy (its venv pins other onnx/onnxruntime versions). It reads the FP32
@@ -13,8 +13,8 @@ preprocessed exactly as segdeploy does), and writes into --out:
   high_precision_dtype "fp16"; "max" the other method; calibration runs on the CPU execution
   provider, the only one here). These are TensorRT graphs; compare_quantizers.py makes the one
   change onnxruntime needs to run them (float32 Resize constants);
-* nncf.xml/.bin — Intel NNCF PTQ of the same ONNX graph read by OpenVINO, defaults
-  (`nncf.quantize(model, dataset)`: preset None = PERFORMANCE for a CNN, fast bias correction);
+* nncf.xml/.bin — Intel NNCF PTQ of the same ONNX graph read by OpenVINO, its defaults on every
+  calibration image (`nncf_openvino.quantize`: PERFORMANCE preset, fast bias correction);
 * maps-<name>.npy — argmax class maps (N×H×W uint8, model resolution) of every model run in
   OpenVINO here: nncf, the FP32 graph, and each --openvino NAME=GRAPH;
 * openvino-latency.json — OpenVINO CPU median latency of each, timed interleaved;
@@ -25,10 +25,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nncf_openvino import quantize as nncf_quantize  # noqa: E402  (the one NNCF call of the peers)
 
 
 def modelopt_quantize(fp32: Path, calib: np.ndarray, out: Path, method: str) -> float:
@@ -38,20 +42,6 @@ def modelopt_quantize(fp32: Path, calib: np.ndarray, out: Path, method: str) -> 
     quantize(str(fp32), quantize_mode="int8", calibration_data=calib, calibration_method=method,
              calibration_eps=["cpu"], output_path=str(out), log_level="ERROR")
     return time.perf_counter() - start
-
-
-def nncf_quantize(fp32: Path, calib: np.ndarray, out: Path) -> float:
-    import nncf
-    import openvino as ov
-
-    model = ov.Core().read_model(str(fp32))
-    name = model.inputs[0].get_any_name()
-    dataset = nncf.Dataset([calib[i : i + 1] for i in range(len(calib))], lambda x: {name: x})
-    start = time.perf_counter()
-    quantized = nncf.quantize(model, dataset, subset_size=len(calib))  # every calibration image (default 300 > 100)
-    seconds = time.perf_counter() - start
-    ov.save_model(quantized, str(out))
-    return seconds
 
 
 def openvino_maps(models: dict[str, Path], images: np.ndarray, out: Path, iterations: int) -> dict:
@@ -97,7 +87,9 @@ def main() -> None:
         if not out.is_file():
             seconds[out.stem] = modelopt_quantize(args.fp32, calib, out, method)
     if not (args.out / "nncf.xml").is_file():
-        seconds["nncf"] = nncf_quantize(args.fp32, calib, args.out / "nncf.xml")
+        facts = nncf_quantize(args.fp32, [calib[i:i + 1] for i in range(len(calib))], args.out / "nncf.xml")
+        seconds["nncf"] = facts["quantize_seconds"]
+        print(json.dumps(facts))
     models = {"nncf": args.out / "nncf.xml", "fp32-openvino": args.fp32}
     models.update(dict(item.split("=", 1) for item in args.openvino))
     latency = openvino_maps({k: Path(v) for k, v in models.items()}, np.ascontiguousarray(images), args.out, args.iterations)
