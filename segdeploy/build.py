@@ -183,7 +183,7 @@ def _describe(manifest: Manifest, name: str, new: bool) -> dict:
     entry = manifest.artifact(name)
     described = {"name": name, "new": new, "file": entry.file, "kind": entry.kind, "precision": entry.precision,
                  "backend": entry.backend, "target": entry.target, "sha256": entry.sha256, "bytes": entry.bytes}
-    for key in ("parity", "calibration", "mixed_precision", "tensorrt", "openvino"):
+    for key in ("parity", "calibration", "bias_correction", "mixed_precision", "tensorrt", "openvino"):
         if getattr(entry, key) is not None:
             described[key] = getattr(entry, key).to_dict()
     if entry.settings and "build_seconds" in entry.settings:

@@ -154,8 +154,11 @@ def _build(config: PipelineConfig, directory: Path, backend: str, step) -> bool:
     manifest = Manifest.load(directory)
     calib = config.calib
     calib_key = [sha256_file(p) for p in find_images(calib)] if calib else None
+    quant = QuantOptions(method=config.calib_method, bias_correction=config.bias_correction)
+    target = registry.backend(backend).graph_target  # the INT8 settings the build will use, defaults resolved
     key = _key({"graph": manifest.artifact(FP32_GRAPH.name).sha256, "precisions": config.precisions, "backend": backend,
-                "calib": calib_key, "calib_size": config.calib_size, "method": config.calib_method,
+                "calib": calib_key, "calib_size": config.calib_size, "method": quant.method_for(target),
+                "percentile": quant.percentile_for(target), "bias_correction": quant.bias_correction_for(target),
                 "budget": [config.int8_miou_budget, config.eval_data, config.eval_limit, config.confirm_data,
                            config.split_block, config.accept_unconfirmed]})
     state = manifest.pipeline.builds.get(backend) if manifest.pipeline else None
@@ -163,8 +166,7 @@ def _build(config: PipelineConfig, directory: Path, backend: str, step) -> bool:
         return True
     step(f"{directory.name}: build {', '.join(config.precisions)} for {backend}")
     budget = budget_options(config)
-    options = BuildOptions(calib=calib, calib_size=config.calib_size, quant=QuantOptions(method=config.calib_method),
-                           budget=budget)
+    options = BuildOptions(calib=calib, calib_size=config.calib_size, quant=quant, budget=budget)
     precisions = [p for p in config.precisions if p in registry.backend(backend).precisions]  # bf16: OpenVINO's only
     result = build_artifacts(directory, precisions, backend, options, step=step, warn=lambda _: None)
     manifest = Manifest.load(directory)

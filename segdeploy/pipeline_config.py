@@ -55,7 +55,8 @@ class PipelineConfig:
     split: str | None = None
     calib: Path | None = None
     calib_size: int = 100
-    calib_method: str = "minmax"
+    calib_method: str | None = None  # None: build's default per target (`precision.graphs.DEFAULT_METHOD`)
+    bias_correction: bool | None = None  # build --bias-correction / --no-bias-correction (None: per target)
     int8_miou_budget: float | None = None  # build --miou-budget (INT8 within a budget)
     eval_data: Path | None = None  # build --eval-data (with int8_miou_budget)
     eval_limit: int | None = None
@@ -243,6 +244,7 @@ def _top_level(check: _Check) -> dict[str, Callable]:
         "backends": check.names(BACKENDS), "data": check.optional(check.path("dir")),
         "split": check.optional(check.string), "calib": check.optional(check.path("dir")),
         "calib_size": check.integer(1), "calib_method": check.choice((*CALIB_METHODS, BEST)),
+        "bias_correction": check.optional(check.boolean),
         BUDGET_KEY: check.optional(check.number(0)), OLD_BUDGET_KEY: check.optional(check.number(0)),
         "eval_data": check.optional(check.path("dir")),
         "eval_limit": check.optional(check.integer(1)),

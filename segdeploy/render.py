@@ -128,6 +128,9 @@ def _artifact_line(item: dict) -> str:
         extra.append(f"calibrated {calibration['method']} on {calibration['images']} images ({how})")
         if item["new"] and calibration.get("comparison"):
             extra.append(f"best of {len(calibration['comparison']['rows'])} methods")
+    bias = item.get("bias_correction") or {}
+    if bias.get("enabled"):
+        extra.append(f"biases corrected in {bias['layers_corrected']} layers")
     if item.get("build_seconds") is not None:
         extra.append(f"built in {item['build_seconds']:.1f}s with {item['tensorrt']['flavour']} {item['tensorrt']['version']}")
     state = "" if item["new"] else " (already there)"

@@ -129,7 +129,7 @@ def test_config_with_best_calibration_method(tmp_path):
     assert {r["artifact"] for r in result.rows} == {"pytorch", "onnx-fp32", "onnx-int8-ort"}
     directory = tmp_path / "best" / "demo_unet"
     comparison = Manifest.load(directory).artifact("onnx-int8-ort").calibration.comparison
-    assert [row["method"] for row in comparison.rows] == ["minmax", "entropy", "percentile"]
+    assert [row["method"] for row in comparison.rows] == ["minmax", "mean-minmax", "entropy", "percentile"]
     assert comparison.picked == pick_best(comparison.rows)["method"]
     picked = next(r for r in comparison.rows if r["method"] == comparison.picked)
     assert picked["argmax_agreement"] == max(r["argmax_agreement"] for r in comparison.rows)

@@ -21,6 +21,7 @@ Backend = Enum("Backend", {name: name for name in BACKENDS}, type=str)  # every 
 
 class CalibMethod(str, Enum):
     minmax = "minmax"
+    mean_minmax = "mean-minmax"
     entropy = "entropy"
     percentile = "percentile"
     best = "best"

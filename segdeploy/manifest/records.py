@@ -151,6 +151,24 @@ class CalibrationRecord(Record):
 
 
 @dataclass
+class BiasCorrectionRecord(Record):
+    """Whether and how an INT8 graph's float biases absorbed weight rounding's mean output shift
+    (`precision.bias_correction.correct_biases`; `off()` when not asked for)."""
+
+    enabled: bool
+    mode: str | None = optional()  # weights | activations
+    images: int | None = optional()  # calibration images the shift was measured on
+    layers_corrected: int | None = optional()
+    layers_skipped: dict[str, str] = field(default_factory=dict)  # node → why
+    largest_shift: dict | None = optional()  # node, value (the largest |shift| of any channel)
+    unknown: dict = keeps_unknown()
+
+    @classmethod
+    def off(cls) -> "BiasCorrectionRecord":
+        return cls(enabled=False)
+
+
+@dataclass
 class MixedPrecisionRecord(Record):
     """INT8 within an mIoU budget (`precision.mixed.make_within_budget`)."""
 
@@ -225,6 +243,7 @@ class Artifact(Record):
     outputs: list[TensorInfo] = field(default_factory=list)
     parity: ParityProof | DriftRecord | None = optional()
     calibration: CalibrationRecord | None = optional()
+    bias_correction: BiasCorrectionRecord | None = optional()
     mixed_precision: MixedPrecisionRecord | None = optional()
     settings: dict[str, Any] | None = optional()
     tool_versions: dict[str, str] = field(default_factory=dict)

@@ -21,7 +21,7 @@ from segdeploy.evaluation.batches import BatchReader
 from segdeploy.graph_spec import GraphSpec
 from segdeploy.images import read_rgb
 
-CALIB_METHODS = ("minmax", "entropy", "percentile")
+CALIB_METHODS = ("minmax", "mean-minmax", "entropy", "percentile")
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,14 @@
 """`--calib-method best`: calibrate with every method, keep the one that agrees best with FP32.
 
-minmax, entropy and percentile each calibrate on the *same* images (each with its own
-range cache, so a second build reuses all three), the Q/DQ graph for the requested target
+minmax, mean-minmax, entropy and percentile each calibrate on the *same* images (each with its
+own range cache, so a second build reuses them all), the Q/DQ graph for the requested target
 is made from each, and each is compared with the FP32 graph on evaluation images that
 calibration did not see where there are any: the val split (a sibling `val/images` as in
 CamVid's DIR/train + DIR/val, or the folder's `splits/val.txt`), else the folder's other
 images, else (nothing else at hand) the calibration images themselves; the record says
 which. The winner has the highest argmax
 agreement; ties go to the higher agreement mIoU, then the lower relative error, then
-the order minmax, entropy, percentile. Only the winner is written as the artifact; the
+the order minmax, mean-minmax, entropy, percentile. Only the winner is written as the artifact; the
 whole table goes into its manifest entry.
 """
 
@@ -24,13 +24,13 @@ from segdeploy.precision.calibration import CALIB_METHODS, CalibrationSet, batch
 from segdeploy.manifest.names import FP32_GRAPH
 from segdeploy.manifest.records import DriftRecord, MethodComparison
 from segdeploy.precision.drift import compare_graphs
-from segdeploy.precision.graphs import Int8Maker, relative_path
+from segdeploy.precision.graphs import Int8Maker, Quantized, relative_path
 from segdeploy.precision.quantize import target_for
 
 BEST = "best"
 EVAL_IMAGES = 32  # evaluation images at most, spread evenly over those at hand
 TIE_ORDER = {method: i for i, method in enumerate(CALIB_METHODS)}
-RULE = "highest argmax agreement; ties: higher agreement mIoU, lower rel error, then minmax < entropy < percentile"
+RULE = "highest argmax agreement; ties: higher agreement mIoU, lower rel error, then minmax < mean-minmax < entropy < percentile"
 
 
 def evaluation_set(calib: CalibrationSet) -> tuple[CalibrationSet, str]:
@@ -71,27 +71,27 @@ def pick_best(rows: list[dict]) -> dict:
 def make_best_int8(maker: Int8Maker, target_name: str) -> str:
     """Calibrate with each method, write and record only the best INT8 graph for `target_name`."""
     options = maker.options
-    if not 0 < options.percentile <= 100:  # fail before minutes of minmax/entropy calibration
+    if options.percentile is not None and not 0 < options.percentile <= 100:  # fail before minutes of calibration
         raise UsageError(f"--percentile must be in (0, 100], got {options.percentile}")
     target = target_for(target_name)
     manifest = maker.manifest
     graphs = {method: maker.scratch() / f"int8-{method}.onnx" for method in CALIB_METHODS}
-    runs = {method: _calibrate(maker, method, target_name, graphs[method]) for method in CALIB_METHODS}
+    runs = {method: maker.quantize(target_name, graphs[method], method=method) for method in CALIB_METHODS}
     evaluation, described = evaluation_set(maker.calib)
     if len(evaluation.images) < batch_size(manifest):  # fewer than one static batch
         evaluation, described = maker.calib, f"the {len(maker.calib.images)} calibration images themselves ({described}: fewer than one batch)"
     maker.step(f"measuring each INT8 graph vs FP32 on {described}")
     batches = list(batch_reader(manifest, evaluation.images, "evaluation images"))
     scores = compare_graphs(manifest, manifest.verify(FP32_GRAPH.name), graphs, batches)
-    rows = [{"method": m, **_row(scores[m]), **runs[m]} for m in CALIB_METHODS]
+    rows = [{"method": m, **_row(scores[m]), **_run_row(maker, target_name, runs[m])} for m in CALIB_METHODS]
     winner = pick_best(rows)
     with atomic_path(manifest.directory / target.filename) as tmp:
         shutil.copyfile(graphs[winner["method"]], tmp)
     parity = DriftRecord(reference=FP32_GRAPH.name, inputs=described, **scores[winner["method"]])
-    calibration = maker.calibration_record(winner["method"])
+    calibration = maker.calibration_record(target_name, winner["method"])
     calibration.seconds = winner["calibration_seconds"]
     calibration.comparison = MethodComparison(picked=winner["method"], rule=RULE, evaluated_on=described, rows=rows)
-    return maker.record(target, parity, calibration)
+    return maker.record(target, parity, calibration, runs[winner["method"]])
 
 
 def _row(figures: dict) -> dict:
@@ -100,13 +100,12 @@ def _row(figures: dict) -> dict:
     return {k: figures[k] for k in keys}
 
 
-def _calibrate(maker: Int8Maker, method: str, target_name: str, out) -> dict:
-    """Quantize with `method` (calibrating unless its range cache exists); times and cache."""
-    run = maker.quantize(target_name, out, method=method)
+def _run_row(maker: Int8Maker, target_name: str, run: Quantized) -> dict:
+    """A method's calibration in the comparison table: times and cache."""
     seconds = round(run.seconds, 2)
     relative = relative_path(run.cache, maker.manifest.directory)
     return {
-        "percentile": maker.options.percentile if method == "percentile" else None,
+        "percentile": maker.percentile(target_name) if run.method == "percentile" else None,
         # calibration + Q/DQ insertion; with a reused cache, what making that cache took (if recorded)
         "calibration_seconds": seconds if run.fresh else _seconds_when_cached(maker.manifest, relative),
         "quantize_seconds": seconds,

@@ -37,7 +37,7 @@ import numpy as np
 
 from segdeploy.atomic import sha256_file
 from segdeploy.errors import SegdeployError, UsageError
-from segdeploy.precision.evalset import EvalSet, bootstrap_drops, eval_dataset, miou_percent
+from segdeploy.precision.evalset import EvalSet, eval_dataset, miou_percent, paired_interval
 
 SPLIT_BLOCK = 10  # consecutive images per block of the default split (see the module docstring)
 MIN_PART_IMAGES = 4  # fewer images in either part cannot estimate anything
@@ -179,11 +179,9 @@ class Confirmation:
         """`graph` on `part` (whose FP32 reference is measured), with a paired block-bootstrap interval."""
         reference, counts = part.counts(graph)
         miou = miou_percent(counts.sum(axis=0), part.evaluated)
-        drops = bootstrap_drops(reference, counts, part.bootstrap_block, INTERVAL_RESAMPLES, evaluated=part.evaluated)
-        tail = (1 - INTERVAL_LEVEL) / 2 * 100
-        low, high = np.percentile(drops, [tail, 100 - tail])
+        found = paired_interval(reference, counts, part.bootstrap_block, INTERVAL_RESAMPLES, INTERVAL_LEVEL, part.evaluated)
         return cls(budget, part.images, part.description, part.reference_miou, miou, part.reference_miou - miou,
-                   float(np.std(drops, ddof=1)), float(low), float(high), part.bootstrap_block)
+                   found["standard_error"], found["low"], found["high"], part.bootstrap_block)
 
     def to_record(self) -> dict:
         return {"description": self.description, "images": self.images, "fp32_miou": round(self.fp32_miou, 4),

@@ -57,6 +57,13 @@ class EvalSet:
             raise RuntimeError("EvalSet.reference(fp32) must be measured first")
         return self._reference_miou
 
+    @property
+    def reference_counts(self) -> np.ndarray:
+        """The FP32 graph's per-image confusion matrices measured by `reference`."""
+        if self._reference_counts is None:
+            raise RuntimeError("EvalSet.reference(fp32) must be measured first")
+        return self._reference_counts
+
     def feed(self, index: int = 0) -> dict[str, np.ndarray]:
         """Batch `index` as the graph's named input."""
         return self.spec.feed(self.batches[index])
@@ -151,6 +158,18 @@ def bootstrap_drops(reference: np.ndarray, counts: np.ndarray, block: int = 1, r
         pick = (starts[:, None] + np.arange(block)).ravel()[:n] % n
         drops[r] = miou_percent(reference[pick].sum(axis=0), evaluated) - miou_percent(counts[pick].sum(axis=0), evaluated)
     return drops
+
+
+def paired_interval(reference: np.ndarray, counts: np.ndarray, block: int = 1, resamples: int = BOOTSTRAP_RESAMPLES,
+                    level: float = 0.95, evaluated=None) -> dict:
+    """The mIoU drop of `counts` against `reference` (per-image matrices of the same images) with the
+    standard error and `level` interval of a paired circular block bootstrap (`bootstrap_drops`)."""
+    drop = miou_percent(reference.sum(axis=0), evaluated) - miou_percent(counts.sum(axis=0), evaluated)
+    drops = bootstrap_drops(reference, counts, block, resamples, evaluated=evaluated)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(drops, [tail, 100 - tail])
+    return {"drop": drop, "standard_error": float(np.std(drops, ddof=1)), "low": float(low), "high": float(high),
+            "images": len(counts), "block": block}
 
 
 def eval_dataset(manifest, data: Path | None, calib_folder: Path | None):

@@ -19,7 +19,9 @@ import onnx
 from segdeploy.atomic import atomic_path
 from segdeploy.manifest import Manifest, tool_versions
 from segdeploy.manifest.names import FP16_GRAPH, FP32_GRAPH, ONNX
-from segdeploy.manifest.records import Artifact, CalibrationRecord, TensorInfo
+from segdeploy.manifest.records import Artifact, BiasCorrectionRecord, CalibrationRecord, TensorInfo
+from segdeploy.precision.bias_correction import DEFAULT_MODE as BIAS_MODE
+from segdeploy.precision.bias_correction import correct_biases
 from segdeploy.precision.calibration import CalibrationSet, reader_for
 from segdeploy.precision.drift import check_batches, graph_drift
 from segdeploy.precision.fp16 import fp16_block_list, write_fp16
@@ -33,13 +35,33 @@ from segdeploy.precision.quantize import (
     target_for,
 )
 
+# INT8 defaults per target, each the best of its target on CamVid frames that neither calibrated
+# the graphs nor reported them (README, "INT8 accuracy"; docs/design.md §5).
+DEFAULT_METHOD = {"onnxruntime": "percentile", "tensorrt": "mean-minmax"}
+DEFAULT_PERCENTILE = {"onnxruntime": 99.99, "tensorrt": 99.999}
+DEFAULT_BIAS_CORRECTION = {"onnxruntime": True, "tensorrt": False}
+
+
 @dataclass
 class QuantOptions:
-    method: str = "minmax"
-    percentile: float = 99.99
+    method: str | None = None  # None: the target's default (DEFAULT_METHOD); or "best"
+    percentile: float | None = None  # None: the target's default (DEFAULT_PERCENTILE)
     cache_dir: Path | None = None
     exclude_nodes: list[str] = field(default_factory=list)
     exclude_ops: list[str] = field(default_factory=list)
+    # fold weight rounding's mean output shift into the bias (`precision.bias_correction`); None: the target's default
+    bias_correction: bool | None = None
+    bias_correction_mode: str = BIAS_MODE  # or "activations" (measured, not chosen: see the README)
+    float_tail: bool = True  # the logits' tail reads unrounded tensors (`precision.float_nodes`)
+
+    def method_for(self, target_name: str) -> str:
+        return self.method or DEFAULT_METHOD[target_name]
+
+    def percentile_for(self, target_name: str) -> float:
+        return self.percentile if self.percentile is not None else DEFAULT_PERCENTILE[target_name]
+
+    def bias_correction_for(self, target_name: str) -> bool:
+        return self.bias_correction if self.bias_correction is not None else DEFAULT_BIAS_CORRECTION[target_name]
 
 
 def record_graph(manifest: Manifest, name: str, filename: str, precision: str, target: str, **fields) -> Artifact:
@@ -70,12 +92,15 @@ def make_fp16(manifest: Manifest, extra_block_ops: list[str], calib: Calibration
 
 @dataclass(frozen=True)
 class Quantized:
-    """One quantization run: which ranges it used, whether it computed them, how long it took."""
+    """One quantization run: which ranges it used, whether it computed them, how long it took, and
+    the accuracy steps applied (`bias_correction`: the record, None when off; `float_nodes`)."""
 
     method: str
     cache: Path
     fresh: bool
     seconds: float
+    bias_correction: BiasCorrectionRecord | None = None
+    float_nodes: dict = field(default_factory=dict)
 
 
 class Int8Maker:
@@ -86,7 +111,7 @@ class Int8Maker:
         self.manifest, self.calib, self.options, self.step, self.on_batch = manifest, calib, options, step, on_batch
         self._tmp = tempfile.TemporaryDirectory(prefix="segdeploy-quant-")
         self._prepared: Path | None = None
-        self._calibrated: dict[str, float] = {}  # method → seconds, for ranges this build computed
+        self._calibrated: dict[Path, float] = {}  # range cache → seconds, for ranges this build computed
 
     def close(self) -> None:
         self._tmp.cleanup()
@@ -103,56 +128,92 @@ class Int8Maker:
         """A temporary folder that lives as long as this maker."""
         return Path(self._tmp.name)
 
-    def cache_path(self, method: str | None = None) -> Path:
-        """The range cache of `method` (default: the options' method) for these images and graph."""
-        method = method or self.options.method
+    def percentile(self, target_name: str) -> float:
+        """The percentile for `target_name`: the options', else that target's default."""
+        return self.options.percentile_for(target_name)
+
+    def cache_path(self, target_name: str, method: str | None = None) -> Path:
+        """The range cache of `method` (default: the options' method) for these images and graph
+        (the method and percentile, hence the cache, may differ per target)."""
+        method = method or self.options.method_for(target_name)
         manifest = self.manifest
         key = cache_key(manifest.artifact(FP32_GRAPH.name).sha256, self.calib.fingerprint(), method,
-                        self.options.percentile, manifest.input.shape, manifest.preprocess.to_dict())
+                        self.percentile(target_name), manifest.input.shape, manifest.preprocess.to_dict())
         folder = Path(self.options.cache_dir) if self.options.cache_dir else self.manifest.directory
         return folder / f"calib-cache.{method}.{key[:16]}.json"
 
     def quantize(self, target_name: str, out: Path, *, method: str | None = None, keep_float=()) -> Quantized:
         """Quantize the prepared graph for `target_name` into `out` (calibrating unless `method`'s range
-        cache exists); `keep_float`: nodes that read float inputs (a mixed graph, see `precision.mixed`)."""
-        method = method or self.options.method
-        prepared, cache = self.prepared(), self.cache_path(method)
+        cache exists), with the accuracy steps the options ask for: bias correction, then the nodes
+        that stay float reading unrounded tensors (`float_nodes`); `keep_float`: more such nodes
+        (a mixed graph, see `precision.mixed`), whose biases stay the FP32 graph's."""
+        method = method or self.options.method_for(target_name)
+        prepared, cache = self.prepared(), self.cache_path(target_name, method)
         fresh = not cache.is_file()
         self.step(f"calibrating on {len(self.calib.images)} images ({method})" if fresh else f"reusing calibration ranges {cache.name}")
         start = time.perf_counter()
-        quantize_graph(prepared, out, target_for(target_name), reader=reader_for(self.manifest, self.calib, self.on_batch),
-                       cache_path=cache, method=method, percentile=self.options.percentile,
-                       exclude_nodes=self.options.exclude_nodes, exclude_ops=self.options.exclude_ops)
-        if keep_float:
-            from segdeploy.precision.qdq_edit import keep_float as keep_nodes_float
-
-            onnx.save(keep_nodes_float(onnx.load(str(out)), onnx.load(str(prepared)), keep_float), str(out))
+        write = self._writer(target_for(target_name), cache, method)
+        write(prepared, out)  # calibrates if needed; bias correction reads this graph's rounded weights
+        bias = None
+        if self.options.bias_correction_for(target_name):
+            self.step(f"correcting biases ({target_name}) on {len(self.calib.images)} calibration images")
+            bias = correct_biases(prepared, out, write, self._calibration_feeds(), self.options.bias_correction_mode, keep_float)
+        float_nodes = self._keep_float(prepared, out, keep_float)
         seconds = time.perf_counter() - start
         if fresh:  # later graphs of this build reuse the cache: remember that this build calibrated
-            self._calibrated[method] = seconds
-        return Quantized(method, cache, fresh, seconds)
+            self._calibrated[cache] = seconds
+        return Quantized(method, cache, fresh, seconds, bias, float_nodes)
 
-    def calibration_record(self, method: str | None = None) -> CalibrationRecord:
-        """The manifest's calibration record for graphs quantized with `method`'s ranges."""
-        method = method or self.options.method
-        seconds = self._calibrated.get(method)
+    def _writer(self, target: QuantTarget, cache: Path, method: str) -> Callable[[Path, Path], None]:
+        """`write(source, dest)`: the Q/DQ graph of `source` for `target` from `method`'s ranges."""
+        def write(source: Path, dest: Path) -> None:
+            quantize_graph(source, dest, target, reader=reader_for(self.manifest, self.calib, self.on_batch),
+                           cache_path=cache, method=method, percentile=self.percentile(target.name),
+                           exclude_nodes=self.options.exclude_nodes, exclude_ops=self.options.exclude_ops)
+        return write
+
+    def _calibration_feeds(self):
+        reader = reader_for(self.manifest, self.calib)
+        return (reader.feed(i) for i in range(len(reader)))
+
+    def _keep_float(self, prepared: Path, out: Path, keep_float) -> dict:
+        """Nodes kept FP32 by structure, the logits' tail (with `float_tail`) and `keep_float` read
+        unrounded tensors: one edit of the written graph. Returns the names by kind (the record)."""
+        from segdeploy.precision.float_nodes import unrounded_nodes
+        from segdeploy.precision.qdq_edit import keep_float as keep_nodes_float
+
+        qdq, fp32 = onnx.load(str(out)), onnx.load(str(prepared))
+        kinds = unrounded_nodes(qdq, fp32, tail=self.options.float_tail)
+        names = list(dict.fromkeys([*kinds["kept_fp32"], *kinds["logits_tail"], *keep_float]))
+        if names:
+            onnx.save(keep_nodes_float(qdq, fp32, names), str(out))
+        return kinds
+
+    def calibration_record(self, target_name: str, method: str | None = None) -> CalibrationRecord:
+        """The manifest's calibration record for graphs of `target_name` quantized with `method`'s ranges."""
+        method = method or self.options.method_for(target_name)
+        cache = self.cache_path(target_name, method)
+        seconds = self._calibrated.get(cache)
         return CalibrationRecord(
             folder=str(self.calib.folder),
             images=len(self.calib.images),
             requested=self.calib.requested,
             method=method,
-            percentile=self.options.percentile if method == "percentile" else None,
-            cache=relative_path(self.cache_path(method), self.manifest.directory),
+            percentile=self.percentile(target_name) if method == "percentile" else None,
+            cache=relative_path(cache, self.manifest.directory),
             reused_cache=seconds is None,
             seconds=round(seconds, 2) if seconds is not None else None,
         )
 
-    def record(self, target: QuantTarget, parity, calibration: CalibrationRecord, keep_float=(), **fields) -> str:
-        """Record the INT8 graph for `target` written into the deploy directory."""
+    def record(self, target: QuantTarget, parity, calibration: CalibrationRecord, run: Quantized, keep_float=(),
+               **fields) -> str:
+        """Record the INT8 graph for `target` written into the deploy directory by `run`."""
         settings = {**target.settings(), "format": "QDQ", "why": target.why, "exclude_nodes": self.options.exclude_nodes,
-                    "exclude_ops": self.options.exclude_ops, "keep_float_nodes": list(keep_float)}
+                    "exclude_ops": self.options.exclude_ops, "keep_float_nodes": list(keep_float),
+                    "float_nodes": run.float_nodes}
         record_graph(self.manifest, target.artifact, target.filename, "int8", target.name, parity=parity,
-                     calibration=calibration, settings=settings, **fields)
+                     calibration=calibration, bias_correction=run.bias_correction or BiasCorrectionRecord.off(),
+                     settings=settings, **fields)
         return target.artifact
 
     def make(self, target_name: str, keep_float=(), record: dict | None = None) -> str:
@@ -162,10 +223,10 @@ class Int8Maker:
         """
         target = target_for(target_name)
         with atomic_path(self.manifest.directory / target.filename) as tmp:
-            self.quantize(target_name, tmp, keep_float=keep_float)
+            run = self.quantize(target_name, tmp, keep_float=keep_float)
             self.step(f"measuring INT8 ({target_name}) vs FP32 agreement")
             parity = graph_drift(self.manifest, tmp, *check_batches(self.manifest, self.calib))
-        return self.record(target, parity, self.calibration_record(), keep_float, **(record or {}))
+        return self.record(target, parity, self.calibration_record(target_name), run, keep_float, **(record or {}))
 
 
 def relative_path(path: Path, directory: Path) -> str:

@@ -42,10 +42,33 @@ def index_math_nodes(model: onnx.ModelProto) -> list[str]:
             continue  # behind it: index arithmetic only
         frontier.extend(i for i in node.input if i)
     index_only = [n for n in graph.node if id(n) not in reached and _has_float_math(n, types)]
-    index_inputs = {i for n in index_only for i in n.input}
-    compared = [n for n in graph.node if n.op_type == "MaxPool" and id(n) in reached
-                and any(o in index_inputs for o in n.output)]
+    compared = _compared_maxima(index_only, producers, reached)
     return [n.name for n in index_only + compared + casts if n.name]
+
+
+def _compared_maxima(index_only: list[onnx.NodeProto], producers: dict, reached: set[int]) -> list[onnx.NodeProto]:
+    """The MaxPools whose maxima the index nodes compare, and the data movement between them
+    (the Gathers spreading a window's max over the window) even where the value path shares it:
+    onnxsim merges the unpooling's spread of the pooled values with the pooling's own when the
+    unpooling follows at once (SegNet's last pool). Left to the quantizer, that Gather hands the
+    comparison maxima rounded on another scale than the pooling input, and no pixel equals its max."""
+    found: list[onnx.NodeProto] = []
+    seen: set[int] = set()
+    frontier = [i for n in index_only for i in n.input]
+    while frontier:
+        node = producers.get(frontier.pop())
+        if node is None or id(node) in seen or id(node) not in reached:
+            continue
+        seen.add(id(node))
+        if node.op_type == "MaxPool":
+            found.append(node)
+        elif node.op_type in _MOVES:
+            found.append(node)
+            frontier.append(node.input[0])
+    return found
+
+
+_MOVES = ("Gather", "Reshape", "Transpose", "Identity", "Expand", "Squeeze", "Unsqueeze", "Flatten", "Tile")
 
 
 def _tensor_types(model: onnx.ModelProto) -> dict[str, int]:

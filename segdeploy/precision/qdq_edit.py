@@ -18,7 +18,9 @@ FP32 graph's Relu/Clip is inserted in front of it (`float_source`).
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
+from onnx import numpy_helper
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 # onnxruntime also quantizes a graph output (e.g. the logits): rounding logits creates argmax
@@ -55,6 +57,7 @@ def keep_float(qdq: onnx.ModelProto, fp32: onnx.ModelProto, names, only_inputs: 
     for node in list(model.graph.node):
         if node.name not in wanted:
             continue
+        _restore_constants(node, sources)
         for index, name in enumerate(node.input):
             dq = sources.producers.get(name)
             if dq is None or dq.op_type != "DequantizeLinear" or index not in (only_inputs or {}).get(node.name, [index]):
@@ -69,6 +72,20 @@ def keep_float(qdq: onnx.ModelProto, fp32: onnx.ModelProto, names, only_inputs: 
     _drop_unread(model)
     topological_sort(model)
     return model
+
+
+def _restore_constants(node: onnx.NodeProto, sources: "FloatSources") -> None:
+    """A float node reads the FP32 graph's own constants: a bias changed for the quantized graph
+    (`precision.bias_correction`, which may also add one) is put back."""
+    fp32_node = sources.fp32_nodes.get(node.name)
+    if fp32_node is None:
+        return
+    for index, name in enumerate(node.input):
+        original = fp32_node.input[index] if index < len(fp32_node.input) else ""
+        if name != original and name in sources.initializers and (not original or original in sources.fp32_inits):
+            node.input[index] = sources.weight(node.name, index) if original else ""
+    while node.input and not node.input[-1]:
+        del node.input[-1]
 
 
 def _float_output(model: onnx.ModelProto, sources: "FloatSources", output: str) -> None:
@@ -93,6 +110,7 @@ class FloatSources:
         self.fp32_producers = _producers(fp32)
         self.fp32_nodes = {n.name: n for n in fp32.graph.node}
         self.fp32_inits = {i.name: i for i in fp32.graph.initializer}
+        self.initializers = {i.name for i in model.graph.initializer}
         self.added: set[str] = set()
 
     def activation(self, quantize: onnx.NodeProto) -> str:
@@ -129,6 +147,21 @@ class FloatSources:
             self.model.graph.initializer.append(copy)
             self.added.add(name)
         return name
+def dequantize_constant(dq: onnx.NodeProto, inits: dict) -> np.ndarray:
+    """What DequantizeLinear computes from constant inputs (`inits`: name → TensorProto), in float32
+    as onnxruntime does: (q − zero point) · scale, per channel along its axis."""
+    q = numpy_helper.to_array(inits[dq.input[0]]).astype(np.int32)
+    scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float32)
+    has_zero = len(dq.input) > 2 and dq.input[2]
+    zero = numpy_helper.to_array(inits[dq.input[2]]).astype(np.int32) if has_zero else np.zeros_like(scale, np.int32)
+    if scale.ndim == 1 and scale.size > 1:
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1) % q.ndim
+        shape = [1] * q.ndim
+        shape[axis] = -1
+        scale, zero = scale.reshape(shape), zero.reshape(shape)
+    return (q - zero).astype(np.float32) * scale
+
+
 def _producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
     return {out: node for node in model.graph.node for out in node.output}
 

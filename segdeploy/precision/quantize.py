@@ -25,11 +25,10 @@ from segdeploy.atomic import atomic_path
 from segdeploy.errors import SegdeployError, UsageError
 from segdeploy.precision import trt_placement
 from segdeploy.precision.index_math import kept_fp32_nodes
+from segdeploy.precision.ranges import calibrate
 
 QDQ_MIN_OPSET = 13
 PREPARE_VERSION = "prep-v1"  # bump when prepare_graph changes what it produces (invalidates caches)
-# Ranges are folded every few batches so calibration memory stays bounded on big inputs.
-MAX_BATCHES_IN_MEMORY = 4
 
 
 @dataclass(frozen=True)
@@ -100,7 +99,7 @@ def target_for(name: str) -> QuantTarget:
     return target
 
 
-METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+METHODS = {"minmax": "MinMax", "mean-minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}  # → onnxruntime's
 
 
 @contextlib.contextmanager
@@ -188,8 +187,9 @@ def quantize_graph(
 ) -> bool:
     """Write the Q/DQ graph for `target`; returns True when cached ranges were reused.
 
-    `reader` is a CalibrationDataReader or any sequence of named batches; it is only consumed when `cache_path` does not exist yet; the ranges computed
-    from it are saved there (atomically, by onnxruntime) for the next build.
+    `reader` is a CalibrationDataReader or any sequence of named batches; it is only consumed when
+    `cache_path` does not exist yet; the ranges computed from it (`ranges.calibrate`) are saved
+    there (atomically) for the next build.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -201,15 +201,17 @@ def quantize_graph(
     reused = cache_path.is_file()
     model = onnx.load(str(prepared))
     chosen, placement = _placement(target, model, exclude_nodes, exclude_ops)  # before calibrating: fail fast
+    _check_percentile(method, percentile)
     extra = dict(target.extra_options)
-    extra.update(_calibration_options(method, percentile, len(reader)))
     if target.placement == "tensorrt":
         extra.update(trt_placement.ort_options(model, placement))
     with atomic_path(out_path) as tmp, quiet_quantization():
+        if not reused:  # onnxruntime's calibrators, run by `ranges` (see there why), into the cache quantize_static reads
+            calibrate(prepared, reader, method, percentile, chosen["op_types_to_quantize"], cache_path)
         quantize_static(
             str(prepared),
             str(tmp),
-            None if reused else reader,
+            None,
             quant_format=QuantFormat.QDQ,
             per_channel=target.per_channel,
             reduce_range=target.reduce_range,
@@ -250,14 +252,6 @@ def nothing_quantizable(exclude_nodes, exclude_ops) -> str:
     return f"nothing to quantize to INT8: {what} (INT8 only pays off for those layers)"
 
 
-def _calibration_options(method: str, percentile: float, batches: int) -> dict:
-    # Calibrators keep every batch's activations until collect_data returns; strides (a
-    # divisor of the batch count) bound that memory. (CalibMaxIntermediateOutputs would too,
-    # but onnxruntime 1.32's MinMax calibrator drops the batches it flushes.)
-    stride = max(d for d in range(1, min(MAX_BATCHES_IN_MEMORY, batches) + 1) if batches % d == 0)
-    options = {"CalibStridedMinMax": stride}
-    if method == "percentile":
-        if not 0 < percentile <= 100:
-            raise UsageError(f"--percentile must be in (0, 100], got {percentile}")
-        options["CalibPercentile"] = percentile
-    return options
+def _check_percentile(method: str, percentile: float) -> None:
+    if method == "percentile" and not 0 < percentile <= 100:
+        raise UsageError(f"--percentile must be in (0, 100], got {percentile}")

@@ -25,7 +25,7 @@ import onnx
 from onnx import numpy_helper
 
 from segdeploy.evaluation.outputs import is_class_map
-from segdeploy.precision.qdq_edit import FloatSources, keep_float, quantized_nodes, topological_sort
+from segdeploy.precision.qdq_edit import FloatSources, dequantize_constant, keep_float, quantized_nodes, topological_sort
 
 
 def session(model: onnx.ModelProto, threads: int | None = None):
@@ -169,21 +169,9 @@ def _weight_rows(fp32: onnx.ModelProto, qdq: onnx.ModelProto) -> list[dict]:
             reference = fp32_inits.get(original.input[index])
             if reference is None or reference.ndim < 2:  # biases (1-D) are 32-bit: no visible error
                 continue
-            value = _dequantize(dequantizers[name], inits)
+            value = dequantize_constant(dequantizers[name], inits).astype(np.float64)
             rows.append(_row("weight", original.input[index], [node.name], None, _energy([reference], [value], axis=0)))
     return rows
-
-
-def _dequantize(node: onnx.NodeProto, inits: dict) -> np.ndarray:
-    values = numpy_helper.to_array(inits[node.input[0]]).astype(np.float64)
-    scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
-    zero = numpy_helper.to_array(inits[node.input[2]]).astype(np.float64) if len(node.input) > 2 else np.zeros_like(scale)
-    axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
-    if scale.ndim == 1 and scale.size > 1:
-        shape = [1] * values.ndim
-        shape[axis] = -1
-        scale, zero = scale.reshape(shape), zero.reshape(shape)
-    return (values - zero) * scale
 
 
 def _run_with_outputs(model: onnx.ModelProto, names: list[str], batches: list[dict]) -> dict[str, list[np.ndarray]]:

@@ -12,6 +12,7 @@ from onnx import numpy_helper
 
 from segdeploy.backends.onnxruntime import OrtRunner
 from segdeploy.build import BuildOptions, build_artifacts
+from segdeploy.precision.graphs import QuantOptions
 from segdeploy.errors import UsageError
 from segdeploy.precision.fp16 import convert_fp16, fp16_block_list
 from segdeploy.precision.quantize import TARGETS, graph_opset, prepare_graph, quantize_graph
@@ -204,12 +205,14 @@ def test_excluding_every_weighted_layer_says_so(tmp_path, calib_dir):
 
 def test_one_range_cache_serves_both_targets(tmp_path, calib_dir):
     """The TensorRT placement quantizes fewer tensors but calibrates the same ones: an onnxruntime
-    graph made from ranges a TensorRT build cached is the graph a fresh onnxruntime build makes."""
+    graph made from ranges a TensorRT build cached is the graph a fresh onnxruntime build makes
+    (given one method and percentile for both: by default each target has its own, see graphs.DEFAULT_METHOD)."""
     first = _export_placement_model("Gated", tmp_path / "first")
     alone = tmp_path / "alone"
     shutil.copytree(first, alone)
-    options = BuildOptions(calib=calib_dir, calib_size=4)
-    build_artifacts(first, ["int8"], "tensorrt", BuildOptions(calib=calib_dir, calib_size=4, graph_only=True))
+    quant = QuantOptions(method="percentile", percentile=99.99)
+    options = BuildOptions(calib=calib_dir, calib_size=4, quant=quant)
+    build_artifacts(first, ["int8"], "tensorrt", BuildOptions(calib=calib_dir, calib_size=4, graph_only=True, quant=quant))
     build_artifacts(first, ["int8"], "onnxruntime", options)
     ort_graph = INT8_GRAPHS["onnxruntime"]
     assert Manifest.load(first).artifact(ort_graph.name).calibration.reused_cache
