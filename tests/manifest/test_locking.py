@@ -128,8 +128,11 @@ def test_real_sigint_during_export(tiny, tmp_path):
     before = snapshot(deploy)
     go = tmp_path / "go"  # the fault point holds the export there (new files staged) until this exists
     env = {**os.environ, "PYTHONPATH": str(REPO), "SEGDEPLOY_FAULT": f"export:staged:pause={go}"}
+    # Ctrl-C reaches a foreground command with SIGINT at its default; a test runner's worker may run
+    # with SIGINT ignored, which its children inherit (then Python installs no KeyboardInterrupt).
     proc = subprocess.Popen([sys.executable, "-m", "segdeploy", *_reexport(net, deploy)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 180
         while not go.with_name("go.reached").exists():
