@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-TEMP_SUFFIX = ".tmp"  # temp files are .NAME.XXXX.tmp beside their target
+TEMP_SUFFIX = ".tmp"  # temp files are .NAME.<random>.tmp beside their target
 
 
 @contextlib.contextmanager
@@ -30,7 +30,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def staged_path(target: str | os.PathLike) -> Iterator[Path]:
-    """A hidden temp path beside `target` (``.NAME.XXXX.tmp``), removed if the block fails.
+    """A hidden temp path beside `target` (``.NAME.<random>.tmp``), removed if the block fails.
 
     For files that several must replace together (`segdeploy.manifest.locking.commit` moves them into
     place). A write error that names no file (ENOSPC from a write) is re-raised naming `target`.

@@ -36,6 +36,19 @@ DEMO_WEIGHTS = CALIB / "demo" / "best.pth"  # the shipped U-Net, trained on cali
 IMAGENET_MEAN, IMAGENET_STD = np.array([123.675, 116.28, 103.53]), np.array([58.395, 57.12, 57.375])
 
 
+# The shipped demo U-Net as a pipeline config's `models:` list (YAML text).
+DEMO_MODEL_YAML = f"""
+models:
+  - name: demo
+    source: unet
+    model_kwargs: {{width: 0.125}}
+    num_classes: 6
+    weights: {CALIB / "demo" / "best.pth"}
+    input_shape: 1x3x96x128
+    classes: {CALIB / "classes.json"}
+"""
+
+
 def export_demo(out: Path, *, fusion=None, dynamic: set[str] = frozenset(), shape=(1, 3, 96, 128)) -> Path:
     """The trained demo U-Net (6 classes, calib/classes.json) exported to `out`."""
     from segdeploy.export import ExportRequest, export_model

@@ -12,18 +12,9 @@ from pathlib import Path
 import pytest
 
 from segdeploy.pipeline import parse_config
-from tests.helpers import CALIB, fails, snapshot
+from tests.helpers import DEMO_MODEL_YAML, fails, snapshot
 
-GOOD_MODEL = f"""
-models:
-  - name: demo
-    source: unet
-    model_kwargs: {{width: 0.125}}
-    num_classes: 6
-    weights: {CALIB / "demo" / "best.pth"}
-    input_shape: 1x3x96x128
-    classes: {CALIB / "classes.json"}
-"""
+GOOD_MODEL = DEMO_MODEL_YAML
 
 
 def refused(tmp_path: Path, text: str, *contains: str, name: str = "pipe.yaml", raw: bytes | None = None) -> str:

@@ -20,7 +20,7 @@ from segdeploy.errors import SegdeployError
 from segdeploy.manifest import Manifest
 from segdeploy.precision.calibration import CalibrationSet, reader_for
 
-from tests.helpers import CALIB, REPO, export_demo
+from tests.helpers import CALIB, DEMO_MODEL_YAML, REPO, export_demo
 
 pytest.importorskip("openvino", reason="openvino is not installed (pip install 'segdeploy[openvino]')")
 
@@ -232,15 +232,7 @@ calib_size: 8
 precisions: [fp32, bf16, int8]
 backends: [onnxruntime, openvino]
 bench: {{iterations: 2, warmup: 1, rounds: 1, limit: 3, plots: false}}
-models:
-  - name: demo
-    source: unet
-    model_kwargs: {{width: 0.125}}
-    num_classes: 6
-    weights: {CALIB / 'demo' / 'best.pth'}
-    input_shape: 1x3x96x128
-    classes: {CALIB / 'classes.json'}
-""")
+""" + DEMO_MODEL_YAML)
     result = cli("pipeline", str(config))
     assert result.returncode == 0, result.stderr
     rows = json.loads((tmp_path / "out" / "summary.json").read_text())["rows"]
