@@ -349,3 +349,28 @@ def test_cli_and_pipeline_defaults_are_the_measured_ones():
     explicit = QuantOptions(method="entropy", percentile=99.9, bias_correction=False)
     assert (explicit.method_for("onnxruntime"), explicit.percentile_for("tensorrt"), explicit.bias_correction_for("onnxruntime")) == (
         "entropy", 99.9, False)
+
+
+@pytest.mark.parametrize("target_name", ["tensorrt", "onnxruntime"])
+def test_a_layer_kept_in_float_gets_the_fp32_bias_back(tmp_path, target_name):
+    """A budget search keeps layers float in a bias-corrected graph (`qdq_edit.keep_float`): such a
+    layer runs the FP32 graph's weights and bias, the others keep their corrected biases."""
+    from segdeploy.precision.qdq_edit import keep_float
+
+    seeded = tmp_path / "float.onnx"
+    onnx.save(_conv_model(), str(seeded))
+    calib = _batches(0, 4)
+    write = _writer(TARGETS[target_name], calib, tmp_path / "cache.json")
+    graph = tmp_path / "corrected.onnx"
+    write(seeded, graph)
+    correct_biases(seeded, graph, write, calib)
+    mixed = keep_float(onnx.load(str(graph)), onnx.load(str(seeded)), ["dw"])
+    inits = {i.name: numpy_helper.to_array(i) for i in mixed.graph.initializer}
+    producers = {o: n.op_type for n in mixed.graph.node for o in n.output}
+    dw = next(n for n in mixed.graph.node if n.name == "dw")
+    fp32 = _initializers(seeded)
+    assert all(producers.get(i) != "DequantizeLinear" for i in dw.input)
+    np.testing.assert_array_equal(inits[dw.input[1]], fp32["w2"])
+    np.testing.assert_array_equal(inits[dw.input[2]], fp32["b2"])
+    conv1 = next(n for n in mixed.graph.node if n.name == "conv1")
+    assert "bias_corrected" in conv1.input[2]  # directly (TensorRT) or through its INT32 DequantizeLinear
