@@ -15,7 +15,8 @@ Printed per INT8 graph: ΔmIoU vs FP32 on the held-out frames (± paired block-b
 interval]), pixel agreement with FP32 (label resolution; OpenVINO graphs against OpenVINO's
 FP32), whether TensorRT-RTX builds an engine from it (TensorRT-family graphs; ahead of time on
 the CPU), and the latency ratio to FP32 in its runtime (medians, timed interleaved on one image;
-onnxruntime for the Q/DQ ONNX graphs, OpenVINO for NNCF); then the mIoU of segdeploy's two
+onnxruntime for the Q/DQ ONNX graphs, OpenVINO for NNCF — its defaults, and the same with its
+overflow fix off, which otherwise rounds the first layer's weights to 7 bits); then the mIoU of segdeploy's two
 graphs minus each peer's, paired on the same frames (NNCF runs in OpenVINO, whose FP32 mIoU is
 printed beside onnxruntime's). Peer-graph quirk handled here: ModelOpt's default graphs
 (high_precision_dtype fp16) give Resize an FP16 roi/scales constant, which the ONNX spec
@@ -48,6 +49,7 @@ from segdeploy.precision import heldout  # noqa: E402
 from segdeploy.precision.evalset import miou_percent, paired_interval  # noqa: E402
 
 MODELOPT = {"ModelOpt entropy (its default)": "modelopt-entropy", "ModelOpt max": "modelopt-max"}
+NNCF = ("nncf", "nncf-8bit-first")  # its defaults; the same with its overflow fix (7-bit first layer) off
 
 
 def build_segdeploy(deploy: Path, calib_size: int) -> dict[str, Path]:
@@ -163,12 +165,12 @@ def print_table(manifest, graphs: dict[str, Path], held_out, peers: Path, builds
     with contextlib.ExitStack() as stack:
         runners = {name: stack.enter_context(OrtRunner(path)) for name, path in graphs.items()}
         scored = heldout.score(held_out, {n: graph_predictor(r, held_out.spec) for n, r in runners.items()}, reference="FP32")
-    ov_maps = {name: np.load(peers / f"maps-{name}.npy") for name in ("fp32-openvino", "nncf", "segdeploy-ort-openvino")}
+    ov_maps = {name: np.load(peers / f"maps-{name}.npy") for name in ("fp32-openvino", *NNCF, "segdeploy-ort-openvino")}
     scored.update(heldout.score(held_out, {n: heldout.maps_predictor(m) for n, m in ov_maps.items()}, reference="fp32-openvino"))
     ort_ms = ort_latency(graphs, held_out.feed(0), args.iterations)
     ov_ms = json.loads((peers / "openvino-latency.json").read_text())["median_ms"]
     rows = [("segdeploy ORT graph", "onnxruntime", ort_ms), ("segdeploy TRT graph", "onnxruntime", ort_ms),
-            *((name, "onnxruntime", ort_ms) for name in MODELOPT), ("nncf", "OpenVINO", ov_ms),
+            *((name, "onnxruntime", ort_ms) for name in MODELOPT), *((name, "OpenVINO", ov_ms) for name in NNCF),
             ("segdeploy-ort-openvino", "OpenVINO", ov_ms)]
     fp32_ort, fp32_ov = (miou_percent(scored[n][0].sum(axis=0), held_out.evaluated) for n in ("FP32", "fp32-openvino"))
     print(f"\n{held_out.description}: {held_out.images} frames; FP32 mIoU {fp32_ort:.2f} (onnxruntime), {fp32_ov:.2f} (OpenVINO)\n")
@@ -179,7 +181,7 @@ def print_table(manifest, graphs: dict[str, Path], held_out, peers: Path, builds
         delta = describe(paired_interval(scored[reference][0], scored[name][0], BLOCK, evaluated=held_out.evaluated))
         built = trt_rtx_builds(builds[name], args.work) if name in builds else "–"
         print(f"| {name} | {runtime} | {delta} | {scored[name][1]:.2f} | {built} | {latency[name] / latency[reference]:.2f}× |")
-    peer_counts = {name: scored[name][0] for name in (*MODELOPT, "nncf")}
+    peer_counts = {name: scored[name][0] for name in (*MODELOPT, *NNCF)}
     for ours in ("segdeploy ORT graph", "segdeploy TRT graph"):  # paired: ours − peer, on the same frames
         cells = [f"{peer} {describe(paired_interval(counts, scored[ours][0], BLOCK, evaluated=held_out.evaluated))}"
                  for peer, counts in peer_counts.items()]

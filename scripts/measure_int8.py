@@ -3,7 +3,7 @@
 
     python scripts/measure_int8.py --work /tmp/int8 [--model camvid,demo,aspp,segnet]
         [--targets onnxruntime,tensorrt] [--methods minmax,entropy,percentile:99.99]
-        [--bias off,weights,activations] [--tail float,int8] [--old-default] [--json rows.json]
+        [--bias off,weights,activations] [--tail float,int8] [--rounding nearest,gptq] [--old-default] [--json rows.json]
 
 Frames (`segdeploy.precision.heldout`): camvid — calibration = 100 CamVid train frames spread
 evenly (exactly those `build --calib ../shared/camvid/train` reads), choice = the other 267 train
@@ -11,14 +11,15 @@ frames, confirmation = the 101 val frames. Models trained on calib/ (demo; aspp 
 `scripts/train.py`, see scripts/measure_mixed.py) — calibration = calib/'s train split,
 confirmation = its val split; nothing is chosen on them.
 
-Each configuration (target × calibration method × bias-correction mode × logits tail) is made
+Each configuration (target × calibration method × bias-correction mode × logits tail × weight
+rounding) is made
 exactly as `segdeploy build` makes it (`Int8Maker.quantize`), run in onnxruntime on the CPU and
 scored per image against the labels; printed: ΔmIoU (INT8 − FP32, points) on each frame set with
 the paired circular block-bootstrap standard error and 95 % interval (`evalset.paired_interval`).
 `--old-default` adds main's former default (minmax, no bias correction, logits tail INT8).
 Per-image counts are cached under --work, so a rerun measures only what is new. Then, per model
 and target, the configuration best on the choice frames, and the paired effect of each change
-(bias correction, float tail) with everything else equal.
+(bias correction, float tail, GPTQ rounding) with everything else equal.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from segdeploy.precision import heldout  # noqa: E402
 from segdeploy.precision.evalset import miou_percent, paired_interval  # noqa: E402
 
 BLOCK = 10  # consecutive frames resampled together (precision.confirm.SPLIT_BLOCK: video frames are alike)
-OLD_DEFAULT = {"method": "minmax", "percentile": None, "bias": "off", "tail": "int8"}
+OLD_DEFAULT = {"method": "minmax", "percentile": None, "bias": "off", "tail": "int8", "rounding": "nearest"}
 
 
 def frame_sets(name: str, manifest, calib_size: int) -> tuple[tuple[Path, ...], dict]:
@@ -65,13 +66,16 @@ def configurations(args) -> list[dict]:
         variants = []
         for method in args.methods.split(","):
             name, _, percentile = method.partition(":")
-            variants += [{"method": name, "percentile": float(percentile) if percentile else None, "bias": bias, "tail": tail}
-                         for bias in args.bias.split(",") for tail in args.tail.split(",")]
+            variants += [{"method": name, "percentile": float(percentile) if percentile else None, "bias": bias, "tail": tail,
+                          "rounding": rounding}
+                         for bias in args.bias.split(",") for tail in args.tail.split(",") for rounding in args.rounding.split(",")]
         if args.old_default:
             variants.append(dict(OLD_DEFAULT))
         for variant in variants:
             pct = f"{variant['percentile']:g}" if variant["percentile"] else ""
-            found.append({"target": target, **variant, "key": f"{target}.{variant['method']}{pct}.{variant['bias']}.tail-{variant['tail']}"})
+            rounded = ".round-gptq" if variant["rounding"] == "gptq" else ""  # nearest: the keys of runs before GPTQ existed
+            found.append({"target": target, **variant,
+                          "key": f"{target}.{variant['method']}{pct}.{variant['bias']}.tail-{variant['tail']}{rounded}"})
     return list({c["key"]: c for c in found}.values())
 
 
@@ -82,6 +86,7 @@ def make_graph(maker, config: dict, out: Path) -> None:
     options.bias_correction = config["bias"] != "off"
     options.bias_correction_mode = config["bias"] if config["bias"] != "off" else options.bias_correction_mode
     options.float_tail = config["tail"] == "float"
+    options.weight_rounding = config["rounding"]
     maker.quantize(config["target"], out, method=config["method"])
 
 
@@ -132,7 +137,7 @@ def _method(row: dict) -> str:
 
 
 def table_row(row: dict, sets: list[str]) -> str:
-    cells = [row["model"], row["target"], _method(row), row["bias"], row["tail"], *(describe(row[s]) for s in sets)]
+    cells = [row["model"], row["target"], _method(row), row["bias"], row["tail"], row["rounding"], *(describe(row[s]) for s in sets)]
     return "| " + " | ".join(cells) + " |"
 
 
@@ -142,12 +147,13 @@ def pick(rows: list[dict]) -> None:
         mine = [r for r in rows if (r["model"], r["target"]) == (model, target) and "choice" in r]
         if mine:
             best = min(mine, key=lambda r: r["choice"]["drop"])
-            print(f"{model} {target}: best on the choice frames = {_method(best)}, bias {best['bias']}, tail {best['tail']}: "
+            print(f"{model} {target}: best on the choice frames = {_method(best)}, bias {best['bias']}, tail {best['tail']}, "
+                  f"rounding {best['rounding']}: "
                   f"choice {describe(best['choice'])}; confirmation {describe(best['confirm'])}")
 
 
 def effects(rows: list[dict], block: int) -> None:
-    """The paired effect of one change (bias correction, float tail) with everything else equal."""
+    """The paired effect of one change (bias correction, float tail, GPTQ rounding) with everything else equal."""
     index = {(r["model"], r["target"], r["method"], r["percentile"], r["bias"], r["tail"]): r for r in rows}
     changes = {"bias weights − off": (4, "off", "weights"), "bias activations − off": (4, "off", "activations"),
                "tail float − int8": (5, "int8", "float")}
@@ -169,6 +175,7 @@ def main() -> None:
     parser.add_argument("--methods", default="minmax,entropy,percentile:99.9,percentile:99.99,percentile:99.999")
     parser.add_argument("--bias", default="off,weights,activations")
     parser.add_argument("--tail", default="float", help="logits tail: float and/or int8")
+    parser.add_argument("--rounding", default="nearest,gptq", help="weight rounding: nearest and/or gptq")
     parser.add_argument("--old-default", action="store_true", help="also main's former default (minmax, no correction, tail INT8)")
     parser.add_argument("--calib-size", type=int, default=100)
     parser.add_argument("--block", type=int, default=BLOCK, help="bootstrap block of consecutive frames")
@@ -181,7 +188,7 @@ def main() -> None:
     rows = []
     for name in args.model.split(","):
         sets = "choice | confirmation" if name == "camvid" else "confirmation"
-        print(f"| model | target | method | bias correction | logits tail | ΔmIoU {sets} |")
+        print(f"| model | target | method | bias correction | logits tail | weight rounding | ΔmIoU {sets} |")
         rows += measure(name, specs[name], args)
     pick(rows)
     effects(rows, args.block)

@@ -186,6 +186,7 @@ def _describe(manifest: Manifest, name: str, new: bool) -> dict:
     for key in ("parity", "calibration", "bias_correction", "mixed_precision", "tensorrt", "openvino"):
         if getattr(entry, key) is not None:
             described[key] = getattr(entry, key).to_dict()
-    if entry.settings and "build_seconds" in entry.settings:
-        described["build_seconds"] = entry.settings["build_seconds"]
+    for key in ("build_seconds", "weight_rounding"):
+        if entry.settings and key in entry.settings:
+            described[key] = entry.settings[key]
     return {k: v for k, v in described.items() if v is not None}

@@ -57,6 +57,7 @@ class PipelineConfig:
     calib_size: int = 100
     calib_method: str | None = None  # None: build's default per target (`precision.graphs.DEFAULT_METHOD`)
     bias_correction: bool | None = None  # build --bias-correction / --no-bias-correction (None: per target)
+    weight_rounding: str | None = None  # build --weight-rounding gptq|nearest (None: per target)
     int8_miou_budget: float | None = None  # build --miou-budget (INT8 within a budget)
     eval_data: Path | None = None  # build --eval-data (with int8_miou_budget)
     eval_limit: int | None = None
@@ -237,6 +238,7 @@ def _top_level(check: _Check) -> dict[str, Callable]:
     from segdeploy.backends.registry import BACKENDS
     from segdeploy.precision.calibration import CALIB_METHODS
     from segdeploy.precision.compare import BEST
+    from segdeploy.precision.rounding import WEIGHT_ROUNDINGS
 
     models = lambda value, at: [_model(check, item, f"models[{i}]") for i, item in enumerate(value)]  # noqa: E731
     return {
@@ -244,7 +246,7 @@ def _top_level(check: _Check) -> dict[str, Callable]:
         "backends": check.names(BACKENDS), "data": check.optional(check.path("dir")),
         "split": check.optional(check.string), "calib": check.optional(check.path("dir")),
         "calib_size": check.integer(1), "calib_method": check.choice((*CALIB_METHODS, BEST)),
-        "bias_correction": check.optional(check.boolean),
+        "bias_correction": check.optional(check.boolean), "weight_rounding": check.choice(WEIGHT_ROUNDINGS),
         BUDGET_KEY: check.optional(check.number(0)), OLD_BUDGET_KEY: check.optional(check.number(0)),
         "eval_data": check.optional(check.path("dir")),
         "eval_limit": check.optional(check.integer(1)),

@@ -128,6 +128,9 @@ def _artifact_line(item: dict) -> str:
         extra.append(f"calibrated {calibration['method']} on {calibration['images']} images ({how})")
         if item["new"] and calibration.get("comparison"):
             extra.append(f"best of {len(calibration['comparison']['rows'])} methods")
+    rounding = item.get("weight_rounding") or {}
+    if item["new"] and rounding.get("method") == "gptq":
+        extra.append(f"weights GPTQ-rounded in {rounding['layers']} layers")
     bias = item.get("bias_correction") or {}
     if bias.get("enabled"):
         extra.append(f"biases corrected in {bias['layers_corrected']} layers")

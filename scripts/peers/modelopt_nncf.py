@@ -14,9 +14,10 @@ preprocessed exactly as segdeploy does), and writes into --out:
   provider, the only one here). These are TensorRT graphs; compare_quantizers.py makes the one
   change onnxruntime needs to run them (float32 Resize constants);
 * nncf.xml/.bin — Intel NNCF PTQ of the same ONNX graph read by OpenVINO, its defaults on every
-  calibration image (`nncf_openvino.quantize`: PERFORMANCE preset, fast bias correction);
+  calibration image (`nncf_openvino.quantize`: PERFORMANCE preset, fast bias correction, overflow
+  fix: 7-bit first-layer weights); nncf-8bit-first.xml/.bin — the same with the overflow fix off;
 * maps-<name>.npy — argmax class maps (N×H×W uint8, model resolution) of every model run in
-  OpenVINO here: nncf, the FP32 graph, and each --openvino NAME=GRAPH;
+  OpenVINO here (float layers in f32, never BF16): nncf, the FP32 graph, and each --openvino NAME=GRAPH;
 * openvino-latency.json — OpenVINO CPU median latency of each, timed interleaved;
 * versions.json.
 """
@@ -45,11 +46,15 @@ def modelopt_quantize(fp32: Path, calib: np.ndarray, out: Path, method: str) -> 
 
 
 def openvino_maps(models: dict[str, Path], images: np.ndarray, out: Path, iterations: int) -> dict:
-    """Class maps of each model on every image, then interleaved latency (single image, CPU)."""
+    """Class maps of each model on every image, then interleaved latency (single image, CPU).
+
+    Compiled with INFERENCE_PRECISION_HINT f32: on a CPU with AVX512-BF16/AMX OpenVINO's default
+    runs FP32 layers in BF16, which would make "fp32-openvino" a BF16 model and NNCF's float
+    layers BF16 ones."""
     import openvino as ov
 
     core = ov.Core()
-    compiled = {name: core.compile_model(str(path), "CPU") for name, path in models.items()}
+    compiled = {name: core.compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}) for name, path in models.items()}
     for name, model in compiled.items():
         request = model.create_infer_request()
         maps = [np.asarray(request.infer({0: images[i : i + 1]})[model.outputs[0]]).argmax(axis=1)[0].astype(np.uint8)
@@ -86,11 +91,12 @@ def main() -> None:
         out = args.out / f"modelopt-{method}.onnx"
         if not out.is_file():
             seconds[out.stem] = modelopt_quantize(args.fp32, calib, out, method)
-    if not (args.out / "nncf.xml").is_file():
-        facts = nncf_quantize(args.fp32, [calib[i:i + 1] for i in range(len(calib))], args.out / "nncf.xml")
-        seconds["nncf"] = facts["quantize_seconds"]
-        print(json.dumps(facts))
-    models = {"nncf": args.out / "nncf.xml", "fp32-openvino": args.fp32}
+    for name, overflow_fix in (("nncf", True), ("nncf-8bit-first", False)):
+        if not (args.out / f"{name}.xml").is_file():
+            facts = nncf_quantize(args.fp32, [calib[i:i + 1] for i in range(len(calib))], args.out / f"{name}.xml", overflow_fix)
+            seconds[name] = facts["quantize_seconds"]
+            print(json.dumps(facts))
+    models = {"nncf": args.out / "nncf.xml", "nncf-8bit-first": args.out / "nncf-8bit-first.xml", "fp32-openvino": args.fp32}
     models.update(dict(item.split("=", 1) for item in args.openvino))
     latency = openvino_maps({k: Path(v) for k, v in models.items()}, np.ascontiguousarray(images), args.out, args.iterations)
     (args.out / "openvino-latency.json").write_text(json.dumps({"median_ms": latency, "quantize_seconds": seconds}, indent=1))

@@ -21,12 +21,19 @@ import numpy as np
 import openvino as ov
 
 
-def quantize(onnx_path: str, batches: list, out_xml: str) -> dict:
-    """NNCF's defaults on every batch; the IR saved with uncompressed weights. Returns the facts printed."""
+def quantize(onnx_path: str, batches: list, out_xml: str, overflow_fix: bool = True) -> dict:
+    """NNCF's defaults on every batch; the IR saved with uncompressed weights. Returns the facts printed.
+
+    `overflow_fix=False` turns off NNCF's one default that changes rounding: its "overflow fix",
+    which rounds the first layer's weights to 7 bits (half the INT8 range) so that U8×S8 products
+    cannot saturate 16-bit sums on x86 CPUs without VNNI."""
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
     model = ov.Core().read_model(str(onnx_path))
     start = time.perf_counter()
+    advanced = None if overflow_fix else AdvancedQuantizationParameters(overflow_fix=OverflowFix.DISABLE)
     quantized = nncf.quantize(model, nncf.Dataset(batches), preset=nncf.QuantizationPreset.PERFORMANCE,
-                              subset_size=len(batches))
+                              subset_size=len(batches), advanced_parameters=advanced)
     seconds = time.perf_counter() - start
     ov.save_model(quantized, str(out_xml), compress_to_fp16=False)
     fake_quantize = sum(op.get_type_name() == "FakeQuantize" for op in quantized.get_ops())

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from segdeploy.cli.console import Steps, emit, stderr, stdout, user_errors, warn
-from segdeploy.cli.options import Backend, CalibMethod, DeployDir, JsonOption, Precision, names
+from segdeploy.cli.options import Backend, CalibMethod, DeployDir, JsonOption, Precision, WeightRounding, names
 
 TRT = "TensorRT"
 OV = "OpenVINO"
@@ -26,6 +26,7 @@ def build_command(
     percentile: Annotated[Optional[float], typer.Option(help="Percentile for --calib-method percentile (default: 99.99 for onnxruntime, 99.999 for tensorrt).", rich_help_panel=CALIB)] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Where calibration caches live (default: the deploy directory).", rich_help_panel=CALIB)] = None,
     bias_correction: Annotated[Optional[bool], typer.Option("--bias-correction/--no-bias-correction", help="Fold the mean output shift that INT8 weight rounding causes into each layer's float bias (one more pass over the calibration images). Default, chosen by measurement: on for onnxruntime, off for tensorrt.", show_default=False, rich_help_panel=CALIB)] = None,
+    weight_rounding: Annotated[Optional[WeightRounding], typer.Option(help="INT8 Conv weights: gptq rounds each layer's weights for its output on the calibration images (errors compensated within the layer, same scales), nearest rounds each weight alone. Default, chosen by measurement: gptq.", show_default=False, rich_help_panel=CALIB)] = None,
     exclude_nodes: Annotated[Optional[str], typer.Option(help="Comma-separated node names kept in float (INT8).", rich_help_panel=CALIB)] = None,
     exclude_ops: Annotated[Optional[str], typer.Option(help="Comma-separated operator types kept in float (INT8), e.g. Resize.", rich_help_panel=CALIB)] = None,
     miou_budget: Annotated[Optional[float], typer.Option(help="INT8 search budget: keep the fewest sensitive layers in float so INT8 loses at most this many mIoU points against the FP32 graph.", rich_help_panel=BUDGET)] = None,
@@ -66,7 +67,8 @@ def build_command(
             calib_size=calib_size,
             quant=QuantOptions(method=calib_method.value if calib_method else None, percentile=percentile, cache_dir=cache_dir,
                                exclude_nodes=names(exclude_nodes), exclude_ops=names(exclude_ops),
-                               bias_correction=bias_correction),
+                               bias_correction=bias_correction,
+                               weight_rounding=weight_rounding.value if weight_rounding else None),
             budget=budget_options(_budget(miou_budget, max_miou_drop), eval_data, eval_limit, confirm_data=confirm_data,
                                   split_block=split_block, accept_unconfirmed=accept_unconfirmed, workers=workers),
             fp16_block_ops=names(fp16_block_ops),

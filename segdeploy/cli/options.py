@@ -27,6 +27,11 @@ class CalibMethod(str, Enum):
     best = "best"
 
 
+class WeightRounding(str, Enum):
+    gptq = "gptq"
+    nearest = "nearest"
+
+
 def names(text: str | None) -> list[str]:
     """A comma-separated option value as a list of names."""
     return [part.strip() for part in text.split(",") if part.strip()] if text else []

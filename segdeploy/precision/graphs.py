@@ -17,6 +17,7 @@ from typing import Callable
 import onnx
 
 from segdeploy.atomic import atomic_path
+from segdeploy.errors import UsageError
 from segdeploy.manifest import Manifest, tool_versions
 from segdeploy.manifest.names import FP16_GRAPH, FP32_GRAPH, ONNX
 from segdeploy.manifest.records import Artifact, BiasCorrectionRecord, CalibrationRecord, TensorInfo
@@ -40,6 +41,7 @@ from segdeploy.precision.quantize import (
 DEFAULT_METHOD = {"onnxruntime": "percentile", "tensorrt": "mean-minmax"}
 DEFAULT_PERCENTILE = {"onnxruntime": 99.99, "tensorrt": 99.999}
 DEFAULT_BIAS_CORRECTION = {"onnxruntime": True, "tensorrt": False}
+DEFAULT_WEIGHT_ROUNDING = {"onnxruntime": "gptq", "tensorrt": "gptq"}
 
 
 @dataclass
@@ -53,6 +55,9 @@ class QuantOptions:
     bias_correction: bool | None = None
     bias_correction_mode: str = BIAS_MODE  # or "activations" (measured, not chosen: see the README)
     float_tail: bool = True  # the logits' tail reads unrounded tensors (`precision.float_nodes`)
+    # "gptq": Conv weights rounded for their layer's output (`precision.rounding`), "nearest": each
+    # weight to its nearest step; None: the target's default
+    weight_rounding: str | None = None
 
     def method_for(self, target_name: str) -> str:
         return self.method or DEFAULT_METHOD[target_name]
@@ -62,6 +67,9 @@ class QuantOptions:
 
     def bias_correction_for(self, target_name: str) -> bool:
         return self.bias_correction if self.bias_correction is not None else DEFAULT_BIAS_CORRECTION[target_name]
+
+    def weight_rounding_for(self, target_name: str) -> str:
+        return self.weight_rounding or DEFAULT_WEIGHT_ROUNDING[target_name]
 
 
 def record_graph(manifest: Manifest, name: str, filename: str, precision: str, target: str, **fields) -> Artifact:
@@ -101,6 +109,7 @@ class Quantized:
     seconds: float
     bias_correction: BiasCorrectionRecord | None = None
     float_nodes: dict = field(default_factory=dict)
+    weight_rounding: dict = field(default_factory=dict)
 
 
 class Int8Maker:
@@ -154,6 +163,7 @@ class Int8Maker:
         start = time.perf_counter()
         write = self._writer(target_for(target_name), cache, method)
         write(prepared, out)  # calibrates if needed; bias correction reads this graph's rounded weights
+        write, rounding = self._round_weights(target_name, prepared, out, write, keep_float)
         bias = None
         if self.options.bias_correction_for(target_name):
             self.step(f"correcting biases ({target_name}) on {len(self.calib.images)} calibration images")
@@ -162,7 +172,31 @@ class Int8Maker:
         seconds = time.perf_counter() - start
         if fresh:  # later graphs of this build reuse the cache: remember that this build calibrated
             self._calibrated[cache] = seconds
-        return Quantized(method, cache, fresh, seconds, bias, float_nodes)
+        return Quantized(method, cache, fresh, seconds, bias, float_nodes, rounding)
+
+    def _round_weights(self, target_name: str, prepared: Path, out: Path, write: Callable, keep_float) -> tuple[Callable, dict]:
+        """GPTQ rounding of the Conv weights of `out` (when the options ask for it); returns the writer
+        that re-applies it to every later re-quantization (bias correction) and the record."""
+        how = self.options.weight_rounding_for(target_name)
+        if how == "nearest":
+            return write, {"method": "nearest"}
+        from segdeploy.precision import rounding
+
+        if how not in rounding.WEIGHT_ROUNDINGS:
+            raise UsageError(f"--weight-rounding must be one of {', '.join(rounding.WEIGHT_ROUNDINGS)}, got {how!r}")
+
+        feeds = self._calibration_feeds(limit=rounding.IMAGES)
+        self.step(f"rounding Conv weights for their outputs (GPTQ, {target_name}) on {min(rounding.IMAGES, len(self.calib.images))} calibration images")
+        rounded = rounding.round_weights(prepared, out, feeds, skip=keep_float)
+        rounding.apply(out, rounded)
+
+        def write_rounded(source: Path, dest: Path) -> None:
+            write(source, dest)
+            rounding.apply(dest, rounded)
+
+        record = {"method": "gptq", "layers": len(rounded), "changed_weights": sum(r.changed for r in rounded.values()),
+                  "weights": sum(r.values.size for r in rounded.values()), "images": min(rounding.IMAGES, len(self.calib.images))}
+        return write_rounded, record
 
     def _writer(self, target: QuantTarget, cache: Path, method: str) -> Callable[[Path, Path], None]:
         """`write(source, dest)`: the Q/DQ graph of `source` for `target` from `method`'s ranges."""
@@ -172,9 +206,12 @@ class Int8Maker:
                            exclude_nodes=self.options.exclude_nodes, exclude_ops=self.options.exclude_ops)
         return write
 
-    def _calibration_feeds(self):
+    def _calibration_feeds(self, limit: int | None = None):
+        """The calibration batches ({input: array}); with `limit`, at most that many spread evenly."""
         reader = reader_for(self.manifest, self.calib)
-        return (reader.feed(i) for i in range(len(reader)))
+        count = len(reader)
+        chosen = range(count) if limit is None or count <= limit else sorted({i * count // limit for i in range(limit)})
+        return (reader.feed(i) for i in chosen)
 
     def _keep_float(self, prepared: Path, out: Path, keep_float) -> dict:
         """Nodes kept FP32 by structure, the logits' tail (with `float_tail`) and `keep_float` read
@@ -210,7 +247,7 @@ class Int8Maker:
         """Record the INT8 graph for `target` written into the deploy directory by `run`."""
         settings = {**target.settings(), "format": "QDQ", "why": target.why, "exclude_nodes": self.options.exclude_nodes,
                     "exclude_ops": self.options.exclude_ops, "keep_float_nodes": list(keep_float),
-                    "float_nodes": run.float_nodes}
+                    "float_nodes": run.float_nodes, "weight_rounding": run.weight_rounding}
         record_graph(self.manifest, target.artifact, target.filename, "int8", target.name, parity=parity,
                      calibration=calibration, bias_correction=run.bias_correction or BiasCorrectionRecord.off(),
                      settings=settings, **fields)

@@ -339,13 +339,15 @@ def test_cli_and_pipeline_defaults_are_the_measured_ones():
     from segdeploy.precision.graphs import QuantOptions
 
     options = inspect.signature(build_command).parameters
-    assert all(options[name].default is None for name in ("calib_method", "percentile", "bias_correction"))
+    assert all(options[name].default is None for name in ("calib_method", "percentile", "bias_correction", "weight_rounding"))
     config = PipelineConfig(out=None, models=[])
-    assert config.calib_method is None and config.bias_correction is None
+    assert config.calib_method is None and config.bias_correction is None and config.weight_rounding is None
     defaults = QuantOptions()  # what None means, per target
     assert (defaults.method_for("onnxruntime"), defaults.percentile_for("onnxruntime"), defaults.bias_correction_for("onnxruntime")) == (
         "percentile", 99.99, True)
     assert (defaults.method_for("tensorrt"), defaults.bias_correction_for("tensorrt")) == ("mean-minmax", False)
+    assert defaults.weight_rounding_for("onnxruntime") == defaults.weight_rounding_for("tensorrt") == "gptq"
+    assert QuantOptions(weight_rounding="nearest").weight_rounding_for("tensorrt") == "nearest"
     explicit = QuantOptions(method="entropy", percentile=99.9, bias_correction=False)
     assert (explicit.method_for("onnxruntime"), explicit.percentile_for("tensorrt"), explicit.bias_correction_for("onnxruntime")) == (
         "entropy", 99.9, False)
