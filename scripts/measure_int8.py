@@ -154,9 +154,9 @@ def pick(rows: list[dict]) -> None:
 
 def effects(rows: list[dict], block: int) -> None:
     """The paired effect of one change (bias correction, float tail, GPTQ rounding) with everything else equal."""
-    index = {(r["model"], r["target"], r["method"], r["percentile"], r["bias"], r["tail"]): r for r in rows}
+    index = {(r["model"], r["target"], r["method"], r["percentile"], r["bias"], r["tail"], r["rounding"]): r for r in rows}
     changes = {"bias weights − off": (4, "off", "weights"), "bias activations − off": (4, "off", "activations"),
-               "tail float − int8": (5, "int8", "float")}
+               "tail float − int8": (5, "int8", "float"), "rounding gptq − nearest": (6, "nearest", "gptq")}
     for label, (field, before, after) in changes.items():
         for key, row in index.items():
             other = index.get(key[:field] + (after,) + key[field + 1:]) if key[field] == before else None
@@ -164,7 +164,7 @@ def effects(rows: list[dict], block: int) -> None:
                 continue
             cells = [f"{s} {describe(paired_interval(np.load(row['counts'][s]), np.load(other['counts'][s]), block))}"
                      for s in row["counts"]]
-            print(f"{label}: {key[0]} {key[1]} {_method(row)}: {'; '.join(cells)}")
+            print(f"{label}: {key[0]} {key[1]} {_method(row)} {'/'.join(key[4:7])}: {'; '.join(cells)}")
 
 
 def main() -> None:

@@ -187,7 +187,8 @@ class Int8Maker:
 
         feeds = self._calibration_feeds(limit=rounding.IMAGES)
         self.step(f"rounding Conv weights for their outputs (GPTQ, {target_name}) on {min(rounding.IMAGES, len(self.calib.images))} calibration images")
-        rounded = rounding.round_weights(prepared, out, feeds, skip=keep_float)
+        wide: list[str] = []
+        rounded = rounding.round_weights(prepared, out, feeds, skip=keep_float, kept_nearest=wide)
         rounding.apply(out, rounded)
 
         def write_rounded(source: Path, dest: Path) -> None:
@@ -195,7 +196,8 @@ class Int8Maker:
             rounding.apply(dest, rounded)
 
         record = {"method": "gptq", "layers": len(rounded), "changed_weights": sum(r.changed for r in rounded.values()),
-                  "weights": sum(r.values.size for r in rounded.values()), "images": min(rounding.IMAGES, len(self.calib.images))}
+                  "weights": sum(r.values.size for r in rounded.values()), "images": min(rounding.IMAGES, len(self.calib.images)),
+                  "kept_nearest": wide}  # wider than rounding.MAX_COLUMNS inputs: nearest rounding
         return write_rounded, record
 
     def _writer(self, target: QuantTarget, cache: Path, method: str) -> Callable[[Path, Path], None]:

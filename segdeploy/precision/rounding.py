@@ -35,7 +35,10 @@ from segdeploy.precision.bias_correction import Layer, _pads, quantized_layers
 
 WEIGHT_ROUNDINGS = ("gptq", "nearest")  # build --weight-rounding
 IMAGES = 32  # calibration images H is measured on (spread evenly; 100 gave the same graphs' agreement)
-POSITIONS = 2048  # output positions sampled per image and layer for H
+POSITIONS = 2048  # at most this many output positions sampled per image and layer for H
+# Cost bounds: H costs samples × K² to measure and K³ to invert (K = a group's inputs × kernel).
+MAX_COLUMNS = 8192  # wider layers keep nearest rounding (recorded): e.g. a 3×3 ASPP conv on 2048 channels
+SAMPLE_FLOPS = 2e10  # samples per layer ≈ this / K², but at least 4·K, at most what IMAGES × POSITIONS give
 DAMPING = 0.01  # added to H's diagonal, as a fraction of its mean (GPTQ's default)
 SEED = 0
 
@@ -50,16 +53,22 @@ class Rounded:
     changed: int  # how many integers differ from round-to-nearest
 
 
-def round_weights(prepared: Path, written: Path, batches: Iterable[dict], skip: Iterable[str] = ()) -> dict[str, Rounded]:
+def round_weights(prepared: Path, written: Path, batches: Iterable[dict], skip: Iterable[str] = (),
+                  kept_nearest: list | None = None) -> dict[str, Rounded]:
     """The error-compensated INT8 weights of every per-channel symmetric Conv of the Q/DQ graph
-    `written` (made from the float graph `prepared`), measured on `batches` ({input: array})."""
+    `written` (made from the float graph `prepared`), measured on `batches` ({input: array}).
+    Convs wider than MAX_COLUMNS keep nearest rounding; their names are appended to `kept_nearest`."""
     qdq, float_model = onnx.load(str(written)), onnx.load(str(prepared))
     skipped = set(skip)
-    layers = [layer for layer in quantized_layers(qdq, float_model)
-              if layer.op == "Conv" and layer.node not in skipped and _weight_quantization(qdq, layer.node) is not None]
+    candidates = [layer for layer in quantized_layers(qdq, float_model)
+                  if layer.op == "Conv" and layer.node not in skipped and _weight_quantization(qdq, layer.node) is not None]
+    layers = [layer for layer in candidates if columns(layer) <= MAX_COLUMNS]
+    if kept_nearest is not None:
+        kept_nearest.extend(layer.node for layer in candidates if columns(layer) > MAX_COLUMNS)
     if not layers:
         return {}
-    hessians = input_moments(prepared, layers, batches)
+    batches = list(batches)
+    hessians = input_moments(prepared, layers, batches, images=sum(next(iter(b.values())).shape[0] for b in batches))
     rounded = {}
     for layer in layers:
         scale, quantized = _weight_quantization(qdq, layer.node)
@@ -131,8 +140,21 @@ def _inverse_cholesky(hessian: np.ndarray) -> np.ndarray:
 
 # -- measuring H ----------------------------------------------------------------------------
 
-def input_moments(prepared: Path, layers: list[Layer], batches: Iterable[dict]) -> dict[str, np.ndarray]:
-    """Per Conv, E[p pᵀ] of its input patches p (per group: G × K × K), on sampled output positions."""
+def columns(layer: Layer) -> int:
+    """K: the inputs one output channel of `layer` reads (its group's channels × kernel)."""
+    return int(np.prod(layer.weight.shape[1:]))
+
+
+def positions_per_image(layer: Layer, images: int) -> int:
+    """Output positions to sample per image so that H gets about SAMPLE_FLOPS / K² samples (≥ 4·K)."""
+    k = columns(layer)
+    samples = max(4 * k, SAMPLE_FLOPS / (k * k))
+    return int(min(POSITIONS, max(1, np.ceil(samples / max(images, 1)))))
+
+
+def input_moments(prepared: Path, layers: list[Layer], batches: Iterable[dict], images: int = IMAGES) -> dict[str, np.ndarray]:
+    """Per Conv, E[p pᵀ] of its input patches p (per group: G × K × K), on sampled output positions
+    (`positions_per_image`: `images` is how many images `batches` hold)."""
     import onnxruntime as ort
 
     model = onnx.load(str(prepared))
@@ -148,7 +170,7 @@ def input_moments(prepared: Path, layers: list[Layer], batches: Iterable[dict]) 
         for layer in layers:
             x = values[layer.input].astype(np.float32, copy=False)
             for image in x:
-                patches = _sampled_patches(image, layer, rng)  # P × G × K
+                patches = _sampled_patches(image, layer, rng, positions_per_image(layer, images))  # P × G × K
                 grouped = patches.transpose(1, 2, 0)  # G × K × P
                 moment = np.matmul(grouped, grouped.transpose(0, 2, 1)).astype(np.float64)
                 sums[layer.node] = moment if layer.node not in sums else sums[layer.node] + moment
@@ -158,9 +180,9 @@ def input_moments(prepared: Path, layers: list[Layer], batches: Iterable[dict]) 
     return {node: total / max(counts[node], 1) for node, total in sums.items()}
 
 
-def _sampled_patches(image: np.ndarray, layer: Layer, rng) -> np.ndarray:
-    """Input patches (P × G × K, K = Cg·k…, in the weight's element order) at up to POSITIONS output
-    positions of one image (C × spatial), zero padding included. 2-D convolutions only."""
+def _sampled_patches(image: np.ndarray, layer: Layer, rng, positions: int = POSITIONS) -> np.ndarray:
+    """Input patches (P × G × K, K = Cg·k…, in the weight's element order) at up to `positions`
+    output positions of one image (C × spatial), zero padding included. 2-D convolutions only."""
     kernel = layer.weight.shape[2:]
     if len(kernel) != 2:
         raise ValueError("weight rounding handles 2-D convolutions only")
@@ -170,7 +192,7 @@ def _sampled_patches(image: np.ndarray, layer: Layer, rng) -> np.ndarray:
     padded = np.pad(image, ((0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
     out = [(padded.shape[1 + d] - dilations[d] * (kernel[d] - 1) - 1) // strides[d] + 1 for d in range(2)]
     total = out[0] * out[1]
-    chosen = rng.choice(total, POSITIONS, replace=False) if total > POSITIONS else np.arange(total)
+    chosen = rng.choice(total, positions, replace=False) if total > positions else np.arange(total)
     rows, cols = np.divmod(chosen, out[1])
     offsets = [(i * dilations[0], j * dilations[1]) for i in range(kernel[0]) for j in range(kernel[1])]
     patches = np.stack([padded[:, rows * strides[0] + di, cols * strides[1] + dj] for di, dj in offsets], axis=-1)  # C × P × kk

@@ -282,3 +282,21 @@ def test_pipeline_config_reads_weight_rounding(tmp_path):
     assert config("nearest").weight_rounding == "nearest"
     with pytest.raises(UsageError, match="weight_rounding"):
         config("stochastic")
+
+
+def test_layers_wider_than_the_cap_keep_nearest_rounding(graphs, tmp_path, monkeypatch):
+    """A layer whose H would cost too much (more than MAX_COLUMNS inputs) keeps onnxruntime's
+    integers, and is named for the record; the others are rounded as usual."""
+    source, calib = graphs
+    monkeypatch.setattr(rounding, "MAX_COLUMNS", 100)  # stem 27, dw 9, dilated 12·9 = 108, head 10
+    write = _writer(TARGETS["tensorrt"], calib, tmp_path / "cache.json")
+    out = tmp_path / "gptq.onnx"
+    write(source, out)
+    before = _dequantized_weights(out)
+    kept: list[str] = []
+    rounded = rounding.round_weights(source, out, calib, kept_nearest=kept)
+    rounding.apply(out, rounded)
+    assert kept == ["dilated"] and sorted(rounded) == ["dw", "head", "stem"]
+    after = _dequantized_weights(out)
+    np.testing.assert_array_equal(after["dilated"], before["dilated"])
+    assert not np.array_equal(after["stem"], before["stem"])
