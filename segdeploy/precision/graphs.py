@@ -188,6 +188,7 @@ class Int8Maker:
         feeds = self._calibration_feeds(limit=rounding.IMAGES)
         self.step(f"rounding Conv weights for their outputs (GPTQ, {target_name}) on {min(rounding.IMAGES, len(self.calib.images))} calibration images")
         wide: list[str] = []
+        start = time.perf_counter()
         rounded = rounding.round_weights(prepared, out, feeds, skip=keep_float, kept_nearest=wide)
         rounding.apply(out, rounded)
 
@@ -197,7 +198,8 @@ class Int8Maker:
 
         record = {"method": "gptq", "layers": len(rounded), "changed_weights": sum(r.changed for r in rounded.values()),
                   "weights": sum(r.values.size for r in rounded.values()), "images": min(rounding.IMAGES, len(self.calib.images)),
-                  "kept_nearest": wide}  # wider than rounding.MAX_COLUMNS inputs: nearest rounding
+                  "kept_nearest": wide,  # wider than rounding.MAX_COLUMNS inputs: nearest rounding
+                  "seconds": round(time.perf_counter() - start, 1)}
         return write_rounded, record
 
     def _writer(self, target: QuantTarget, cache: Path, method: str) -> Callable[[Path, Path], None]:
