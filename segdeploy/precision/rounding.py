@@ -41,6 +41,7 @@ MAX_COLUMNS = 8192  # wider layers keep nearest rounding (recorded): e.g. a 3×3
 SAMPLE_FLOPS = 2e10  # samples per layer ≈ this / K², but at least 4·K, at most what IMAGES × POSITIONS give
 DAMPING = 0.01  # added to H's diagonal, as a fraction of its mean (GPTQ's default)
 SEED = 0
+BLOCK = 64  # columns rounded before the columns after them are updated at once
 
 
 @dataclass(frozen=True)
@@ -114,13 +115,22 @@ def gptq_round(layer: Layer, hessian: np.ndarray, scale: np.ndarray, dtype, limi
     steps = scale.astype(np.float64).reshape(group, per_group, 1)
     upper = _inverse_cholesky(hessian)  # G × K × K, upper triangular factor of H⁻¹
     low, high = limits
+    step = steps[:, :, 0]
     result = np.empty_like(weight)
-    for column in range(weight.shape[2]):
-        w = weight[:, :, column]
-        q = np.clip(np.rint(w / steps[:, :, 0]), low, high)
-        result[:, :, column] = q
-        error = (w - q * steps[:, :, 0]) / upper[:, column, column][:, None]
-        weight[:, :, column + 1:] -= error[:, :, None] * upper[:, None, column, column + 1:]
+    columns_total = weight.shape[2]
+    for start in range(0, columns_total, BLOCK):  # GPTQ's lazy batches: the same updates, the far ones as one matmul
+        stop = min(start + BLOCK, columns_total)
+        block = weight[:, :, start:stop].copy()
+        errors = np.empty_like(block)
+        for i in range(stop - start):
+            column = start + i
+            w = block[:, :, i]
+            q = np.clip(np.rint(w / step), low, high)
+            result[:, :, column] = q
+            errors[:, :, i] = (w - q * step) / upper[:, column, column][:, None]
+            block[:, :, i + 1:] -= errors[:, :, i, None] * upper[:, None, column, column + 1:stop]
+        if stop < columns_total:
+            weight[:, :, stop:] -= np.matmul(errors, upper[:, start:stop, stop:])
     return result.reshape(layer.weight.shape).astype(dtype)
 
 
