@@ -137,13 +137,7 @@ def input_means(prepared: Path, layers: list[Layer], batches: Iterable[dict], mo
     """Per layer, the mean input patch of x and (activations mode) of DQ(Q(x)) over `batches`.
 
     One onnxruntime run of the float graph per batch, every layer input exposed as an output."""
-    import onnxruntime as ort
-
-    model = onnx.load(str(prepared))
-    names = list(dict.fromkeys(layer.input for layer in layers))
-    have = {o.name for o in model.graph.output}
-    model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in names if n not in have)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session, names = layer_inputs_session(prepared, layers)
     sums = {layer.node: [0.0, 0.0] for layer in layers}
     counts = {layer.node: 0 for layer in layers}
     images = 0
@@ -160,6 +154,18 @@ def input_means(prepared: Path, layers: list[Layer], batches: Iterable[dict], mo
     if images == 0:
         raise ValueError("bias correction needs at least one calibration batch")
     return {k: (s[0] / counts[k], s[1] / counts[k]) for k, s in sums.items()}, images
+
+
+def layer_inputs_session(prepared: Path, layers: list[Layer]):
+    """An onnxruntime session of the float graph with every layer's input tensor also an output,
+    and those tensors' names (run them with `session.run(names, batch)`)."""
+    import onnxruntime as ort
+
+    model = onnx.load(str(prepared))
+    names = list(dict.fromkeys(layer.input for layer in layers))
+    have = {o.name for o in model.graph.output}
+    model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in names if n not in have)
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]), names
 
 
 def _fake_quantize(x: np.ndarray, scale: np.ndarray, zero: np.ndarray) -> np.ndarray:
@@ -187,7 +193,7 @@ def _patch_sum(x: np.ndarray, layer: Layer) -> tuple[np.ndarray, int]:
     rank = len(kernel)
     strides = layer.conv["strides"] or [1] * rank
     dilations = layer.conv["dilations"] or [1] * rank
-    pads = _pads(layer.conv, x.shape[2:], kernel, strides, dilations)
+    pads = conv_pads(layer.conv, x.shape[2:], kernel, strides, dilations)
     axes = []
     for d in range(rank):
         size = x.shape[2 + d]
@@ -236,7 +242,7 @@ def _axis_window_sums(x: np.ndarray, axis: int, size: int, pad: int, kernel: int
     return np.stack(parts, axis=axis)
 
 
-def _pads(conv: dict, spatial, kernel, strides, dilations) -> list[int]:
+def conv_pads(conv: dict, spatial, kernel, strides, dilations) -> list[int]:
     rank = len(kernel)
     if conv["auto_pad"] in ("SAME_UPPER", "SAME_LOWER"):
         pads = [0] * (2 * rank)

@@ -185,8 +185,9 @@ class Int8Maker:
         if how not in rounding.WEIGHT_ROUNDINGS:
             raise UsageError(f"--weight-rounding must be one of {', '.join(rounding.WEIGHT_ROUNDINGS)}, got {how!r}")
 
+        images = min(rounding.IMAGES, len(self.calib.images))
         feeds = self._calibration_feeds(limit=rounding.IMAGES)
-        self.step(f"rounding Conv weights for their outputs (GPTQ, {target_name}) on {min(rounding.IMAGES, len(self.calib.images))} calibration images")
+        self.step(f"rounding Conv weights for their outputs (GPTQ, {target_name}) on {images} calibration images")
         wide: list[str] = []
         start = time.perf_counter()
         rounded = rounding.round_weights(prepared, out, feeds, skip=keep_float, kept_nearest=wide)
@@ -197,7 +198,7 @@ class Int8Maker:
             rounding.apply(dest, rounded)
 
         record = {"method": "gptq", "layers": len(rounded), "changed_weights": sum(r.changed for r in rounded.values()),
-                  "weights": sum(r.values.size for r in rounded.values()), "images": min(rounding.IMAGES, len(self.calib.images)),
+                  "weights": sum(r.values.size for r in rounded.values()), "images": images,
                   "kept_nearest": wide,  # wider than rounding.MAX_COLUMNS inputs: nearest rounding
                   "seconds": round(time.perf_counter() - start, 1)}
         return write_rounded, record

@@ -31,7 +31,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from segdeploy.precision.bias_correction import Layer, _pads, quantized_layers
+from segdeploy.precision.bias_correction import Layer, conv_pads, layer_inputs_session, quantized_layers
 
 WEIGHT_ROUNDINGS = ("gptq", "nearest")  # build --weight-rounding
 IMAGES = 32  # calibration images H is measured on (spread evenly; 100 gave the same graphs' agreement)
@@ -60,9 +60,10 @@ def round_weights(prepared: Path, written: Path, batches: Iterable[dict], skip: 
     `written` (made from the float graph `prepared`), measured on `batches` ({input: array}).
     Convs wider than MAX_COLUMNS keep nearest rounding; their names are appended to `kept_nearest`."""
     qdq, float_model = onnx.load(str(written)), onnx.load(str(prepared))
+    weights = symmetric_weights(qdq)
     skipped = set(skip)
     candidates = [layer for layer in quantized_layers(qdq, float_model)
-                  if layer.op == "Conv" and layer.node not in skipped and _weight_quantization(qdq, layer.node) is not None]
+                  if layer.op == "Conv" and layer.node not in skipped and layer.node in weights]
     layers = [layer for layer in candidates if columns(layer) <= MAX_COLUMNS]
     if kept_nearest is not None:
         kept_nearest.extend(layer.node for layer in candidates if columns(layer) > MAX_COLUMNS)
@@ -72,7 +73,8 @@ def round_weights(prepared: Path, written: Path, batches: Iterable[dict], skip: 
     hessians = input_moments(prepared, layers, batches, images=sum(next(iter(b.values())).shape[0] for b in batches))
     rounded = {}
     for layer in layers:
-        scale, quantized = _weight_quantization(qdq, layer.node)
+        quantized, scale = (numpy_helper.to_array(init) for init in weights[layer.node])
+        scale = scale.reshape(-1).astype(np.float32)
         values = gptq_round(layer, hessians[layer.node], scale, quantized.dtype, _limits(quantized))
         changed = int(np.count_nonzero(values != quantized))
         rounded[layer.node] = Rounded(layer.node, values.astype(quantized.dtype).reshape(quantized.shape), scale, changed)
@@ -85,16 +87,12 @@ def apply(path: Path, rounded: dict[str, Rounded]) -> int:
     if not rounded:
         return 0
     model = onnx.load(str(path))
-    inits = {i.name: i for i in model.graph.initializer}
+    weights = symmetric_weights(model)
     written = 0
-    for node in model.graph.node:
-        if node.name not in rounded:
+    for name, item in rounded.items():
+        if name not in weights:
             continue
-        found = _weight_initializers(model, node, inits)
-        if found is None:
-            continue
-        quantized, scale = found
-        item = rounded[node.name]
+        quantized, scale = weights[name]
         if quantized.dims != list(item.values.shape) or not np.array_equal(numpy_helper.to_array(scale).reshape(-1), item.scale):
             continue
         quantized.CopyFrom(numpy_helper.from_array(item.values, quantized.name))
@@ -165,13 +163,7 @@ def positions_per_image(layer: Layer, images: int) -> int:
 def input_moments(prepared: Path, layers: list[Layer], batches: Iterable[dict], images: int = IMAGES) -> dict[str, np.ndarray]:
     """Per Conv, E[p pᵀ] of its input patches p (per group: G × K × K), on sampled output positions
     (`positions_per_image`: `images` is how many images `batches` hold)."""
-    import onnxruntime as ort
-
-    model = onnx.load(str(prepared))
-    names = list(dict.fromkeys(layer.input for layer in layers))
-    have = {o.name for o in model.graph.output}
-    model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in names if n not in have)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session, names = layer_inputs_session(prepared, layers)
     rng = np.random.default_rng(SEED)
     sums: dict[str, np.ndarray] = {}
     counts = dict.fromkeys((layer.node for layer in layers), 0)
@@ -198,7 +190,7 @@ def _sampled_patches(image: np.ndarray, layer: Layer, rng, positions: int = POSI
         raise ValueError("weight rounding handles 2-D convolutions only")
     strides = layer.conv["strides"] or [1, 1]
     dilations = layer.conv["dilations"] or [1, 1]
-    pads = _pads(layer.conv, image.shape[1:], kernel, strides, dilations)
+    pads = conv_pads(layer.conv, image.shape[1:], kernel, strides, dilations)
     padded = np.pad(image, ((0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
     out = [(padded.shape[1 + d] - dilations[d] * (kernel[d] - 1) - 1) // strides[d] + 1 for d in range(2)]
     total = out[0] * out[1]
@@ -214,30 +206,26 @@ def _sampled_patches(image: np.ndarray, layer: Layer, rng, positions: int = POSI
 
 # -- reading the graph ----------------------------------------------------------------------
 
-def _weight_initializers(model: onnx.ModelProto, node: onnx.NodeProto, inits: dict):
-    """(quantized weight initializer, scale initializer) of `node`'s weight DequantizeLinear, or None."""
-    producer = next((n for n in model.graph.node if node.input[1] in n.output), None)
-    if producer is None or producer.op_type != "DequantizeLinear" or producer.input[0] not in inits or producer.input[1] not in inits:
-        return None
-    return inits[producer.input[0]], inits[producer.input[1]]
-
-
-def _weight_quantization(model: onnx.ModelProto, name: str):
-    """(per-output-channel scale, integer weights) of Conv `name` when its weight is per-channel
-    symmetric INT8 (zero points 0, axis 0); None otherwise (left as onnxruntime rounded it)."""
+def symmetric_weights(model: onnx.ModelProto) -> dict:
+    """{Conv name: (INT8 weight initializer, scale initializer)} for every Conv whose weight is a
+    per-output-channel symmetric INT8 constant behind a DequantizeLinear (zero points 0, axis 0);
+    any other Conv is left as onnxruntime rounded it. One pass over the graph."""
     inits = {i.name: i for i in model.graph.initializer}
-    node = next((n for n in model.graph.node if n.name == name), None)
-    found = None if node is None else _weight_initializers(model, node, inits)
-    if found is None:
-        return None
-    quantized, scale_init = found
-    dq = next(n for n in model.graph.node if node.input[1] in n.output)
-    values, scale = numpy_helper.to_array(quantized), numpy_helper.to_array(scale_init).reshape(-1)
-    axis = next((onnx.helper.get_attribute_value(a) for a in dq.attribute if a.name == "axis"), 1)
-    zero = numpy_helper.to_array(inits[dq.input[2]]) if len(dq.input) > 2 and dq.input[2] in inits else np.zeros(1, np.int8)
-    if values.dtype != np.int8 or scale.size != values.shape[0] or axis != 0 or np.any(zero != 0):
-        return None
-    return scale.astype(np.float32), values
+    producers = {o: n for n in model.graph.node for o in n.output}
+    found = {}
+    for node in model.graph.node:
+        dq = producers.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in inits or dq.input[1] not in inits:
+            continue
+        quantized, scale = inits[dq.input[0]], inits[dq.input[1]]
+        axis = next((onnx.helper.get_attribute_value(a) for a in dq.attribute if a.name == "axis"), 1)
+        zero = numpy_helper.to_array(inits[dq.input[2]]) if len(dq.input) > 2 and dq.input[2] in inits else np.zeros(1, np.int8)
+        channels = int(np.prod(scale.dims)) if scale.dims else 1
+        if quantized.data_type != onnx.TensorProto.INT8 or not quantized.dims or channels != quantized.dims[0] or axis != 0 \
+                or np.any(zero != 0):
+            continue
+        found[node.name] = (quantized, scale)
+    return found
 
 
 def _limits(values: np.ndarray) -> tuple[int, int]:
