@@ -77,6 +77,7 @@ def run_pipeline(config: PipelineConfig, step: Callable[[str], None] = lambda _:
     Every model's deploy directory is checked before any work (`check_outputs`) and locked while
     the pipeline works in it."""
     directories = check_outputs(config)
+    _preflight(config)
     rows, reused, passed = [], [], True
     for model in config.models:
         directory = directories[model.name]
@@ -93,6 +94,16 @@ def run_pipeline(config: PipelineConfig, step: Callable[[str], None] = lambda _:
         rows.extend(_rows(model.name, result.report))
     files = _write_summary(config.out, rows)
     return PipelineResult(config.out, rows, files, reused, passed)
+
+
+def _preflight(config: PipelineConfig) -> None:
+    """What a backend needs (OpenVINO installed, its device present, each precision supported),
+    checked before the first export rather than at the first build."""
+    if "openvino" in config.backends:
+        from segdeploy.backends.openvino import preflight
+
+        spec = registry.backend("openvino")
+        preflight([p for p in config.precisions if p in spec.precisions], config.openvino_device, config.openvino_cache)
 
 
 def check_outputs(config: PipelineConfig) -> dict[str, Path]:
@@ -161,13 +172,15 @@ def _build(config: PipelineConfig, directory: Path, backend: str, step) -> bool:
                 "percentile": quant.percentile_for(target), "bias_correction": quant.bias_correction_for(target),
                 "weight_rounding": quant.weight_rounding_for(target),
                 "budget": [config.int8_miou_budget, config.eval_data, config.eval_limit, config.confirm_data,
-                           config.split_block, config.accept_unconfirmed]})
+                           config.split_block, config.accept_unconfirmed]}
+                | ({"openvino": [config.openvino_device, config.openvino_cache]} if backend == "openvino" else {}))
     state = manifest.pipeline.builds.get(backend) if manifest.pipeline else None
     if state and state.key == key and all(_verifies(manifest, n) for n in state.artifacts):
         return True
     step(f"{directory.name}: build {', '.join(config.precisions)} for {backend}")
     budget = budget_options(config)
-    options = BuildOptions(calib=calib, calib_size=config.calib_size, quant=quant, budget=budget)
+    openvino = {"device": config.openvino_device, "ov_cache": config.openvino_cache} if backend == "openvino" else {}
+    options = BuildOptions(calib=calib, calib_size=config.calib_size, quant=quant, budget=budget, **openvino)
     precisions = [p for p in config.precisions if p in registry.backend(backend).precisions]  # bf16: OpenVINO's only
     result = build_artifacts(directory, precisions, backend, options, step=step, warn=lambda _: None)
     manifest = Manifest.load(directory)

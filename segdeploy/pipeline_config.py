@@ -65,6 +65,8 @@ class PipelineConfig:
     split_block: int | None = None  # build --split-block
     accept_unconfirmed: bool = False  # build --accept-unconfirmed
     sensitivity_workers: int = 1  # build --workers (processes for the sensitivity ranking)
+    openvino_device: str | None = None  # build --device for the openvino backend (None: CPU)
+    openvino_cache: bool = False  # build --ov-cache: also store the model compiled for that device
     bench: dict = field(default_factory=dict)
     deprecated: list[str] = field(default_factory=list)  # deprecation lines for the user (old key spellings)
 
@@ -252,8 +254,20 @@ def _top_level(check: _Check) -> dict[str, Callable]:
         "eval_limit": check.optional(check.integer(1)),
         "confirm_data": check.optional(check.path("dir")), "split_block": check.optional(check.integer(1)),
         "accept_unconfirmed": check.boolean, "sensitivity_workers": check.integer(1),
+        "openvino_device": check.optional(_openvino_device(check)), "openvino_cache": check.boolean,
         "bench": lambda value, at: {} if value is None else check.mapping(value, at, _bench_keys(check)),
     }
+
+
+def _openvino_device(check: _Check) -> Callable:
+    def check_device(value, at: str) -> str:
+        from segdeploy.backends.openvino import DEVICES, valid_device_name
+
+        if not isinstance(value, str) or not valid_device_name(value):
+            check.fail(at, f"expected an OpenVINO device ({', '.join(DEVICES)}, or one of them numbered like GPU.1), "
+                           f"got {_what(value)}")
+        return value.upper()
+    return check_device
 
 
 def _bench_keys(check: _Check) -> dict[str, Callable]:

@@ -85,11 +85,17 @@ def available_devices() -> list[str]:
     return list(core().available_devices)
 
 
+def valid_device_name(device: str) -> bool:
+    """`CPU`, `GPU`, `NPU`, `AUTO`, or one of the first three numbered (`GPU.1`); any case."""
+    name, dot, index = device.upper().partition(".")
+    return name in DEVICES and (not dot or (index.isdigit() and name != "AUTO"))
+
+
 def resolve_device(device: str | None) -> str:
     """The device to compile for: `CPU` (default), `GPU`, `NPU`, `AUTO` or an indexed one (`GPU.1`)."""
     device = (device or DEFAULT_DEVICE).upper()
-    if device.split(".")[0] not in DEVICES:
-        raise UsageError(f"unknown OpenVINO device {device!r}; valid: {', '.join(DEVICES)}")
+    if not valid_device_name(device):
+        raise UsageError(f"unknown OpenVINO device {device!r}; valid: {', '.join(DEVICES)} (or numbered, like GPU.1)")
     have = available_devices()
     present = bool(have) if device == "AUTO" else any(d == device or d.split(".")[0] == device for d in have)
     if not present:

@@ -231,6 +231,8 @@ calib: {CALIB}
 calib_size: 8
 precisions: [fp32, bf16, int8]
 backends: [onnxruntime, openvino]
+openvino_device: cpu
+openvino_cache: true
 bench: {{iterations: 2, warmup: 1, rounds: 1, limit: 3, plots: false}}
 """ + DEMO_MODEL_YAML)
     result = cli("pipeline", str(config))
@@ -240,6 +242,31 @@ bench: {{iterations: 2, warmup: 1, rounds: 1, limit: 3, plots: false}}
     assert {"ov-fp32", "ov-bf16", "ov-int8", "onnx-int8-ort"} <= set(by_name)
     assert by_name["ov-int8"]["backend"] == "openvino" and by_name["ov-int8"]["miou"] > 50
     assert "onnx-bf16" not in by_name  # bf16 is built for OpenVINO only
+    manifest = Manifest.load(tmp_path / "out" / "demo")
+    for precision in ("fp32", "bf16", "int8"):  # openvino_device/openvino_cache reached the build
+        artifact = manifest.artifact(f"ov-{precision}")
+        assert artifact.openvino.device == "CPU"
+        assert artifact.companions["compiled"].file == f"model.{precision}.cpu.ov.blob"
+        manifest.verify(f"ov-{precision}")
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("openvino_device: tpu", "openvino_device: expected an OpenVINO device (CPU, GPU, NPU, AUTO, or one of them numbered "
+                             "like GPU.1), got the string 'tpu'"),
+    ("openvino_device: NPU", "OpenVINO device NPU is not available here; available: "),
+    ("openvino_device: AUTO\nopenvino_cache: true", "--ov-cache stores a model compiled for one device"),
+])
+def test_pipeline_openvino_settings_refused_before_any_export(cli, tmp_path, setting, message):
+    if "NPU" in setting and "NPU" in ov_backend.available_devices():
+        pytest.skip("this machine has an NPU")
+    config = tmp_path / "matrix.yaml"
+    config.write_text(f"out: {tmp_path / 'out'}\ncalib: {CALIB}\nprecisions: [fp32]\nbackends: [openvino]\n"
+                      + setting + "\n" + DEMO_MODEL_YAML)
+    result = cli("pipeline", str(config))
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not (tmp_path / "out" / "demo").exists()  # refused before the export
 
 
 # -- bad input: one line, exit ≠ 0, nothing half-written -------------------------------------------
