@@ -43,6 +43,8 @@ class BuildOptions:
     budget: BudgetOptions | None = None  # int8 within an mIoU budget (`precision.mixed`)
     device: str | None = None  # openvino: CPU (default), GPU, NPU, AUTO
     ov_cache: bool = False  # openvino: also store the model compiled for the device
+    # openvino bf16/fp16 on a CPU: layers measured slower in the hint keep FP32 (`backends.openvino_layers`); None: on
+    ov_fp32_where_faster: bool | None = None
 
 
 @dataclass
@@ -129,7 +131,9 @@ def _check_backend_options(spec: BackendSpec, precisions: list[str], options: Bu
 
 
 def _openvino_options_given(options: BuildOptions) -> list[str]:
-    return [name for name, value in {"--device": options.device, "--ov-cache": options.ov_cache}.items() if value]
+    given = {"--device": options.device, "--ov-cache": options.ov_cache,
+             "--ov-fp32-where-faster/--no-ov-fp32-where-faster": options.ov_fp32_where_faster is not None}
+    return [name for name, value in given.items() if value]
 
 
 def _tensorrt_options_given(options: BuildOptions) -> list[str]:

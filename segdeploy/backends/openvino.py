@@ -19,6 +19,7 @@ is an error, not a silent fallback. `openvino` is imported lazily (extra `segdep
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import tempfile
@@ -215,12 +216,15 @@ def read_graph(path: Path):
                              "check the graph with `segdeploy inspect`, or build for onnxruntime") from None
 
 
-def write_ir(model, xml_path: Path) -> None:
-    """Save `model` as IR (xml + bin, weights uncompressed), each file renamed into place complete."""
-    ov = load_openvino()
+@contextlib.contextmanager
+def staged_ir(model, xml_path: Path):
+    """Save `model` as IR (xml + bin, weights uncompressed) in scratch space beside `xml_path` and
+    yield the scratch xml (it may still be edited); on success each file is renamed into place
+    complete, the xml last; on an error nothing is left."""
     with tempfile.TemporaryDirectory(prefix=".ov-", dir=xml_path.parent) as scratch:
         tmp_xml = Path(scratch) / xml_path.name  # the xml finds its bin by name: same stem in scratch
-        ov.save_model(model, str(tmp_xml), compress_to_fp16=False)
+        load_openvino().save_model(model, str(tmp_xml), compress_to_fp16=False)
+        yield tmp_xml
         os.replace(tmp_xml.with_suffix(".bin"), xml_path.with_suffix(".bin"))
         os.replace(tmp_xml, xml_path)  # last: the xml is what the manifest records
 
@@ -322,8 +326,9 @@ def build_artifact(job) -> str:
 
     The model is compiled for the device (`job.context`, from `prepare`) before anything is
     written, so a graph OpenVINO cannot read or compile, a missing device or an unsupported
-    precision leaves nothing behind. `--ov-cache` also stores the compiled model (a companion
-    file, `names.openvino_blob`).
+    precision leaves nothing behind. A hinted precision (bf16, fp16) on a CPU keeps the layers
+    measured slower in the hint in FP32 (`openvino_layers`, unless `--no-ov-fp32-where-faster`).
+    `--ov-cache` also stores the compiled model (a companion file, `names.openvino_blob`).
     """
     from segdeploy.manifest import tool_versions
 
@@ -333,17 +338,25 @@ def build_artifact(job) -> str:
     model = read_graph(source)
     compiled = compile_model(model, precision, device)
     made = openvino_ir(precision)
-    write_ir(model, manifest.directory / made.file)
+    layer_choice = None
+    with staged_ir(model, manifest.directory / made.file) as xml:
+        if precision in ("bf16", "fp16") and device.startswith("CPU") and job.options.ov_fp32_where_faster is not False:
+            layer_choice = _choose_layers(manifest, xml, precision, device, job.step)
+            if layer_choice.layers:
+                compiled = compile_model(xml, precision, device)
     companions = {"weights": Path(made.file).with_suffix(".bin").name}
     if job.options.ov_cache:
         companions["compiled"] = openvino_blob(precision, device)
         export_compiled(compiled, manifest.directory / companions["compiled"])
     counts = runtime_precisions(compiled)
     parent = manifest.artifact(job.graph)
+    settings = {**compile_config(precision), "source_graph": parent.file}
+    if layer_choice is not None:
+        settings["fp32_where_faster"] = layer_choice.record()
+        job.notes.append(f"{made.name}: {layer_choice.summary()}")
     manifest.add_artifact(
         made.name, made.file, kind=OPENVINO_IR, precision=precision, backend="openvino", target="openvino",
-        parent=job.graph, inputs=parent.inputs, outputs=parent.outputs, companions=companions,
-        settings={**compile_config(precision), "source_graph": parent.file},
+        parent=job.graph, inputs=parent.inputs, outputs=parent.outputs, companions=companions, settings=settings,
         openvino=OpenVinoRecord(version=version(), device=device, runtime_precisions=counts,
                                 capabilities={d: device_capabilities(d) for d in _physical(device)}),
         tool_versions=tool_versions("openvino"),
@@ -351,3 +364,23 @@ def build_artifact(job) -> str:
     layers = ", ".join(f"{n} in {p}" for p, n in counts.items()) or "no convolution/matmul layers"
     job.notes.append(f"{made.name}: {device} computes {layers} (compute layers, from the execution graph) from {parent.file}")
     return made.name
+
+
+def _choose_layers(manifest, xml: Path, precision: str, device: str, step):
+    """Which layers of the IR `xml` keep FP32 under `precision` on `device` (`openvino_layers.choose`),
+    timed on one seeded input of the graph's kind."""
+    from segdeploy.backends import openvino_layers
+    from segdeploy.evaluation.batches import synthetic_batches
+    from segdeploy.graph_spec import GraphSpec
+
+    spec = GraphSpec.of(manifest)
+    feed = spec.feed(synthetic_batches(spec, count=1)[0])
+
+    def compile_as(path: Path, hinted: bool, profiling: bool):
+        config = {**compile_config(precision if hinted else "fp32"), "PERF_COUNT": profiling}
+        try:
+            return core().compile_model(str(path), device, config)
+        except RuntimeError as exc:
+            raise SegdeployError(f"OpenVINO cannot compile the model for {device}: {ov_reason(exc)}") from None
+
+    return openvino_layers.choose(xml, compile_as, feed, COMPUTE_LAYERS, step)

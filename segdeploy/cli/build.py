@@ -51,6 +51,7 @@ def build_command(
     compute_capability: Annotated[Optional[str], typer.Option(help="TensorRT-RTX targets, e.g. 86,89 (default: portable, SM80+).", rich_help_panel=TRT)] = None,
     device: Annotated[Optional[str], typer.Option(help="OpenVINO device: CPU (default), GPU, NPU or AUTO.", rich_help_panel=OV)] = None,
     ov_cache: Annotated[bool, typer.Option(help="openvino: also store the model compiled for --device (tied to this OpenVINO version).", rich_help_panel=OV)] = False,
+    ov_fp32_where_faster: Annotated[Optional[bool], typer.Option("--ov-fp32-where-faster/--no-ov-fp32-where-faster", help="openvino bf16/fp16 on a CPU: layers measured slower in the hint than in FP32 keep FP32 (default: on).", rich_help_panel=OV, show_default=False)] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Build FP32/FP16/INT8 precision graphs and onnxruntime, TensorRT or OpenVINO artifacts."""
@@ -76,6 +77,7 @@ def build_command(
             ort_optimize=ort_optimize,
             device=device,
             ov_cache=ov_cache,
+            ov_fp32_where_faster=ov_fp32_where_faster,
             min_shapes=parse_shapes(min_shapes, "--min-shapes"),
             opt_shapes=parse_shapes(opt_shapes, "--opt-shapes"),
             max_shapes=parse_shapes(max_shapes, "--max-shapes"),
