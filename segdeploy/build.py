@@ -23,7 +23,7 @@ from segdeploy.faults import fault_point
 from segdeploy.manifest import Manifest
 from segdeploy.manifest.locking import deploy_lock, journal
 from segdeploy.manifest.names import FP32_GRAPH, PRECISIONS
-from segdeploy.precision.calibration import CalibrationSet, check_readable, select_images
+from segdeploy.precision.calibration import CalibrationSet, check_enough, check_readable, select_images
 from segdeploy.precision.graphs import Int8Maker, QuantOptions, make_fp16
 from segdeploy.precision.mixed import BudgetOptions, check_budget, make_within_budget
 
@@ -82,6 +82,8 @@ def _build_locked(deploy_dir, precisions, target: BackendSpec, options, context,
     fault_point("build:loaded")
     manifest.verify(FP32_GRAPH.name)
     calib = _calibration_set(options, warn, required="int8" in precisions)
+    if "int8" in precisions:  # before any graph is written
+        check_enough(calib, options.quant.method_for(target.graph_target))
     notes: list[str] = []
     made: list[dict] = []
     int8 = Int8Maker(manifest, calib, options.quant, step, on_batch) if "int8" in precisions else None

@@ -97,8 +97,16 @@ def run_pipeline(config: PipelineConfig, step: Callable[[str], None] = lambda _:
 
 
 def _preflight(config: PipelineConfig) -> None:
-    """What a backend needs (OpenVINO installed, its device present, each precision supported),
-    checked before the first export rather than at the first build."""
+    """What a backend needs (OpenVINO installed, its device present, each precision supported) and
+    enough calibration images for each backend's INT8 method, checked before the first export
+    rather than at the first build."""
+    if "int8" in config.precisions:
+        from segdeploy.precision.calibration import check_enough, select_images
+        from segdeploy.precision.graphs import QuantOptions
+
+        calib = select_images(config.calib, config.calib_size, warn=lambda _: None)
+        for name in config.backends:
+            check_enough(calib, QuantOptions(method=config.calib_method).method_for(registry.backend(name).graph_target))
     if "openvino" in config.backends:
         from segdeploy.backends.openvino import preflight
 

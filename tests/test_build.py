@@ -67,7 +67,7 @@ def test_second_build_reuses_calibration_cache(deploy, calib_dir):
     assert result.exit_code == 0, result.output
     assert Manifest.load(directory).artifact("onnx-int8-ort").calibration.reused_cache is True
     # a different method is a different cache
-    assert build(directory, "-p", "int8", "--calib", calib_dir, "--calib-size", "6", "--calib-method", "minmax").exit_code == 0
+    assert build(directory, "-p", "int8", "--calib", calib_dir, "--calib-size", "8", "--calib-method", "minmax").exit_code == 0
     assert len(list(directory.glob("calib-cache.*.json"))) == 2
 
 
@@ -118,6 +118,38 @@ def test_fewer_images_than_asked_warns(deploy, tmp_path):
     assert Manifest.load(directory).artifact("onnx-int8-ort").calibration.images == 3
 
 
+@pytest.mark.parametrize("args, message", [
+    # the TensorRT graph's mean-minmax (a range from each image's extremes) needs 8; a folder of 4
+    (["--backend", "tensorrt", "--graph-only", "--calib-size", "100"],
+     "4 calibration images are too few for mean-minmax calibration: it needs at least 8"),
+    (["--calib-method", "mean-minmax", "--calib-size", "3"],
+     "3 calibration images are too few for mean-minmax calibration: it needs at least 8"),
+    (["--calib-method", "best"], "too few for --calib-method best (it tries every method): it needs at least 8"),
+    (["--calib-size", "1"], "1 calibration image is too few for percentile calibration: it needs at least 2"),
+])
+def test_calibration_set_too_small_for_the_method(deploy, tmp_path, args, message):
+    directory = deploy("static")
+    before = _files(directory)
+    result = build(directory, "-p", "fp32", "-p", "int8", "--calib", write_images(tmp_path / "calib", 4), *args)
+    _assert_one_line_error(result, message, exit_code=2)
+    asked = int(args[args.index("--calib-size") + 1]) if "--calib-size" in args else 100
+    # the folder holds fewer than asked: more images are needed; else a larger --calib-size
+    assert ("give --calib a folder with at least" if asked > 4 else "use --calib-size") in result.stderr
+    assert _files(directory) == before and "onnx-int8-ort" not in Manifest.load(directory).artifacts
+
+
+def test_calibration_minimum_is_met_exactly(deploy, tmp_path):
+    directory = deploy("static")
+    result = build(directory, "-p", "int8", "--backend", "tensorrt", "--graph-only", "--calib",
+                   write_images(tmp_path / "calib", 8), "--calib-size", "8")
+    assert result.exit_code == 0, result.output
+    assert Manifest.load(directory).artifact("onnx-int8-trt").calibration.images == 8
+    # minmax is trusted with a single image (measured no worse than 100 on CamVid)
+    result = build(directory, "-p", "int8", "--calib", write_images(tmp_path / "one", 1), "--calib-method", "minmax")
+    assert result.exit_code == 0, result.output
+    assert Manifest.load(directory).artifact("onnx-int8-ort").calibration.images == 1
+
+
 def test_tensorrt_options_need_the_tensorrt_backend(deploy):
     result = build(deploy("static"), "-p", "fp32", "--min-shapes", "input:1x3x96x160")
     _assert_one_line_error(result, "--min-shapes only apply to --backend tensorrt", exit_code=2)
@@ -138,7 +170,7 @@ def test_graph_only_needs_no_tensorrt(deploy, calib_dir, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     monkeypatch.setitem(sys.modules, "tensorrt_rtx", None)
     directory = deploy("static")
-    result = build(directory, "-p", "int8", "--backend", "tensorrt", "--graph-only", "--calib", calib_dir, "--calib-size", "4")
+    result = build(directory, "-p", "int8", "--backend", "tensorrt", "--graph-only", "--calib", calib_dir, "--calib-size", "8")
     assert result.exit_code == 0, result.output
     entry = Manifest.load(directory).artifact("onnx-int8-trt")
     assert entry.target == "tensorrt" and entry.settings["extra_options"]["ActivationSymmetric"] is True
@@ -174,7 +206,7 @@ def test_modified_fp32_graph_is_refused(deploy):
 def test_tensorrt_backend_builds_engines(deploy, calib_dir):
     directory = deploy("dynamic")
     result = build(directory, "-p", "fp32", "-p", "fp16", "-p", "int8", "--backend", "tensorrt", "--calib", calib_dir,
-                   "--calib-size", "4", "--min-shapes", "input:1x3x64x96", "--max-shapes", "input:2x3x128x192", "--json")
+                   "--calib-size", "8", "--min-shapes", "input:1x3x64x96", "--max-shapes", "input:2x3x128x192", "--json")
     assert result.exit_code == 0, result.output
     manifest = Manifest.load(directory)
     for precision in ("fp32", "fp16", "int8"):

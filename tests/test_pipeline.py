@@ -169,6 +169,22 @@ def test_bad_configs(cli, tmp_path, text, message):
     assert proc.returncode in (1, 2) and message in proc.stderr, proc.stderr
 
 
+def test_too_few_calibration_images_refused_before_any_export(cli, tmp_path):
+    from tests.helpers import CALIB, DEMO_MODEL_YAML, write_images
+
+    assert CALIB.is_dir()
+    config = tmp_path / "p.yaml"
+    config.write_text(f"out: {tmp_path / 'out'}\ncalib: {write_images(tmp_path / 'few', 4)}\nprecisions: [fp32, int8]\n"
+                      "backends: [onnxruntime, tensorrt]\n" + DEMO_MODEL_YAML)
+    proc = cli("pipeline", str(config))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: 4 calibration images are too few for mean-minmax calibration: it needs at least 8 (with fewer, the INT8 "
+        "graph's accuracy depends on which images were drawn; README, \"How few calibration images\") (give --calib a "
+        "folder with at least 8 images like those the model will see)"]
+    assert not (tmp_path / "out" / "demo").exists()  # refused before the export
+
+
 def test_pareto_front():
     # (latency, mIoU): b dominates a; c is slower but more accurate; d is dominated by c
     points = [(10, 70), (8, 72), (20, 80), (25, 79), (8, 72)]

@@ -102,7 +102,7 @@ def test_fp32_engine_for_every_architecture(name, exports, tmp_path):
 def test_fp16_and_int8_engines(name, dynamic, exports, tmp_path, calib_dir):
     directory = _copy(exports(name, dynamic), tmp_path)
     n, c, h, w = tiny_shape(name)
-    options = BuildOptions(calib=calib_dir, calib_size=4)
+    options = BuildOptions(calib=calib_dir, calib_size=8)
     if dynamic:
         options.min_shapes = {"input": (1, c, h // 2, w // 2)} if get_spec(name).dynamic_hw else {"input": (1, c, h, w)}
         options.max_shapes = {"input": (2, c, h * 2, w * 2)} if get_spec(name).dynamic_hw else {"input": (2, c, h, w)}

@@ -18,7 +18,7 @@ from tests.helpers import CALIB, calib_val_images, canvases, export_demo, graph_
 
 
 def _build_best(cli, directory, calib_dir, *extra):
-    result = cli("build", str(directory), "-p", "int8", "--calib", str(calib_dir), "--calib-size", "6",
+    result = cli("build", str(directory), "-p", "int8", "--calib", str(calib_dir), "--calib-size", "8",
                  "--calib-method", "best", *extra)
     assert result.returncode == 0, result.stderr
     return result
@@ -36,10 +36,10 @@ def test_best_compares_every_method_on_held_out_images_and_writes_only_the_winne
     best = max(r["argmax_agreement"] for r in rows)
     picked = next(r for r in rows if r["method"] == comparison.picked)
     assert picked["argmax_agreement"] == best and entry.calibration.method == picked["method"]
-    # Judged on the 6 images calibration did not use (12 in the folder, 6 calibrated on).
-    calibrated = set(select_images(calib_dir, 6).images)
+    # Judged on the 4 images calibration did not use (12 in the folder, 8 calibrated on).
+    calibrated = set(select_images(calib_dir, 8).images)
     held_out = [p for p in sorted(calib_dir.iterdir()) if p not in calibrated]
-    assert len(held_out) == 6 and comparison.evaluated_on.startswith("6 held-out images")
+    assert len(held_out) == 4 and comparison.evaluated_on.startswith("4 held-out images")
     # The written file is the winner: a measurement made here (PIL, numpy, onnxruntime) reproduces its row.
     pixels = canvases(held_out, (96, 160))
     fp32, int8 = (graph_outputs(directory / name, pixels) for name in ("model.onnx", "model.int8-ort.onnx"))
@@ -73,7 +73,7 @@ def test_second_run_reuses_every_method_cache(cli, deploy, calib_dir):
 def test_tensorrt_target_gets_the_comparison_too(deploy, calib_dir):
     directory = deploy("static")
     result = build_artifacts(directory, ["int8"], "tensorrt",
-                             BuildOptions(calib=calib_dir, calib_size=6, graph_only=True, quant=QuantOptions(method="best")))
+                             BuildOptions(calib=calib_dir, calib_size=8, graph_only=True, quant=QuantOptions(method="best")))
     entry = Manifest.load(directory).artifact("onnx-int8-trt")
     assert [a["name"] for a in result.artifacts] == ["onnx-int8-trt"]
     assert entry.settings["extra_options"]["ActivationSymmetric"] is True
@@ -130,10 +130,10 @@ def test_too_few_held_out_images_for_one_batch_falls_back_and_says_so(tmp_path):
     from tests.helpers import export_unet
 
     directory = export_unet(tmp_path / "b2", shape=(2, 3, 64, 96))
-    calib = write_images(tmp_path / "c", 5)
-    build_artifacts(directory, ["int8"], "onnxruntime", BuildOptions(calib=calib, calib_size=4, quant=QuantOptions(method="best")))
+    calib = write_images(tmp_path / "c", 9)
+    build_artifacts(directory, ["int8"], "onnxruntime", BuildOptions(calib=calib, calib_size=8, quant=QuantOptions(method="best")))
     comparison = Manifest.load(directory).artifact("onnx-int8-ort").calibration.comparison
-    assert comparison.evaluated_on.startswith("the 4 calibration images themselves") and "fewer than one batch" in comparison.evaluated_on
+    assert comparison.evaluated_on.startswith("the 8 calibration images themselves") and "fewer than one batch" in comparison.evaluated_on
 
 
 def test_best_on_a_fused_argmax_export_compares_class_maps(tmp_path):

@@ -118,7 +118,7 @@ def test_tensorrt_rtx_builds_fused_fp32_engine(fused_deploy, key):
 @requires_tensorrt
 def test_tensorrt_rtx_builds_fused_int8_engine_with_nhwc_profile(fused_deploy, calib_dir):
     directory = fused_deploy("both", frozenset({"batch", "height", "width"}))
-    options = BuildOptions(calib=calib_dir, calib_size=4, min_shapes={"input": (1, 64, 96, 3)},
+    options = BuildOptions(calib=calib_dir, calib_size=8, min_shapes={"input": (1, 64, 96, 3)},
                            max_shapes={"input": (2, 128, 192, 3)})
     build_artifacts(directory, ["int8"], "tensorrt", options)
     entry = Manifest.load(directory).artifact("trt-int8")

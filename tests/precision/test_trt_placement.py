@@ -172,7 +172,7 @@ def build_and_check(name: str, case: Case, root: Path, calib_dir: Path) -> onnx.
     from segdeploy.backends.tensorrt.inspect import network_layers
 
     directory = export_case(name, case, root)
-    build_artifacts(directory, ["int8"], "tensorrt", BuildOptions(calib=calib_dir, calib_size=4))
+    build_artifacts(directory, ["int8"], "tensorrt", BuildOptions(calib=calib_dir, calib_size=8))
     manifest = Manifest.load(directory)
     graph_path = manifest.verify(TRT_GRAPH)
     model = onnx.load(str(graph_path))
@@ -221,7 +221,7 @@ def test_engine_runs_convolutions_in_int8(tmp_path, calib_dir):
 
     directory = export_case("resnet", REPRESENTATIVE["smp-Unet-resnet18"], tmp_path)
     build_artifacts(directory, ["int8"], "tensorrt",
-                    BuildOptions(calib=calib_dir, calib_size=4, engine=EngineOptions(detailed_layers=True)))
+                    BuildOptions(calib=calib_dir, calib_size=8, engine=EngineOptions(detailed_layers=True)))
     layers = engine_layers(Manifest.load(directory).verify(TRT_ENGINE))
     convolutions = [layer for layer in layers if "Convolution" in str(layer.get("LayerType", ""))]
     int8 = [layer for layer in convolutions
