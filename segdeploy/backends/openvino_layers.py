@@ -47,9 +47,13 @@ class LayerChoice:
         if self.layers:
             return (f"{len(self.layers)} layer(s) slower in the hint kept in FP32: {self.confirmed['unmarked_ms']:.1f} → "
                     f"{self.confirmed['marked_ms']:.1f} ms end to end")
-        if self.slower:
+        if self.slower and self.confirmed:
             return (f"{len(self.slower)} layer(s) slower in the hint, but keeping them in FP32 was not faster end to end "
                     f"({self.confirmed['unmarked_ms']:.1f} vs {self.confirmed['marked_ms']:.1f} ms): every layer in the hint")
+        if self.slower:
+            return (f"{len(self.slower)} layer(s) slower in the hint, none of which could be kept in FP32 alone (every "
+                    "compute layer, or no IR layer of that name): every layer in the hint; if the hint is slower "
+                    "overall, build fp32 instead")
         return "no layer slower in the hint than in FP32: every layer in the hint"
 
     def record(self) -> dict:
@@ -126,6 +130,8 @@ def choose(xml: Path, compile_as: Callable, feed: dict, compute: set[str], step:
     totals = (sum(hinted.values()), sum(fp32.values()))
     if not names:
         return LayerChoice((), (), *totals, {}, {})
+    if {n for n, kind in kinds.items() if kind in compute} <= set(names):  # nothing would be left in the hint
+        return LayerChoice((), tuple(names), *totals, timings, {})
     original = xml.read_bytes()
     unmarked = compile_as(xml, True, False)
     kept = mark_fp32(xml, names)

@@ -121,6 +121,12 @@ def test_choose_keeps_the_marks_only_when_faster_end_to_end(tmp_path, monkeypatc
     choice = layers.choose(xml, _compile_as, {}, COMPUTE, lambda _: None)
     assert choice.slower == () and xml.read_bytes() == original and "no layer slower" in choice.summary()
 
+    # every compute layer slower in the hint: nothing is marked (a bf16 artifact must compute in bf16)
+    _fixed_timings(monkeypatch, {"c1": 9.0, "c2": 9.0}, {"c1": 1.5, "c2": 3.0}, marked_ms=1, unmarked_ms=10)
+    choice = layers.choose(xml, _compile_as, {}, COMPUTE, lambda _: None)
+    assert choice.layers == () and set(choice.slower) == {"c1", "c2"} and xml.read_bytes() == original
+    assert "build fp32 instead" in choice.summary()
+
 
 # -- build ---------------------------------------------------------------------------------------------
 
