@@ -180,8 +180,9 @@ def test_too_few_calibration_images_refused_before_any_export(cli, tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: 4 calibration images are too few for mean-minmax calibration: it needs at least 8 (with fewer, the INT8 "
-        "graph's accuracy depends on which images were drawn; README, \"How few calibration images\") (give --calib a "
-        "folder with at least 8 images like those the model will see)"]
+        "graph's accuracy depends on which images were drawn; README, \"How few calibration images\") (calibrate on at "
+        "least 8 images like those the model will see: --calib-size 8 or more (default 100) from a --calib folder that "
+        "has them)"]
     assert not (tmp_path / "out" / "demo").exists()  # refused before the export
 
 

@@ -193,9 +193,10 @@ def check_runtime_precision(counts: dict[str, int], precision: str, device: str)
         )
 
 
-def compile_model(source, precision: str, device: str, threads: int | None = None):
-    """Compile an IR path, model or exported blob for `device` with the artifact's precision hint, checked."""
-    config = compile_config(precision, threads)
+def compile_model(source, precision: str, device: str, threads: int | None = None, profiling: bool = False):
+    """Compile an IR path, model or exported blob for `device` with the artifact's precision hint, checked
+    (`profiling`: with OpenVINO's per-layer counters on)."""
+    config = {**compile_config(precision, threads), **({"PERF_COUNT": True} if profiling else {})}
     try:
         if isinstance(source, bytes):
             compiled = core().import_model(source, device, config)
@@ -341,7 +342,7 @@ def build_artifact(job) -> str:
     layer_choice = None
     with staged_ir(model, manifest.directory / made.file) as xml:
         if precision in ("bf16", "fp16") and device.startswith("CPU") and job.options.ov_fp32_where_faster is not False:
-            layer_choice = _choose_layers(manifest, xml, precision, device, job.step)
+            layer_choice = _choose_layers(manifest, xml, precision, device, compiled, job.step)
             if layer_choice.layers:
                 compiled = compile_model(xml, precision, device)
     companions = {"weights": Path(made.file).with_suffix(".bin").name}
@@ -366,9 +367,9 @@ def build_artifact(job) -> str:
     return made.name
 
 
-def _choose_layers(manifest, xml: Path, precision: str, device: str, step):
-    """Which layers of the IR `xml` keep FP32 under `precision` on `device` (`openvino_layers.choose`),
-    timed on one seeded input of the graph's kind."""
+def _choose_layers(manifest, xml: Path, precision: str, device: str, unmarked, step):
+    """Which layers of the IR `xml` keep FP32 under `precision` on `device` (`openvino_layers.choose`;
+    `unmarked`: the model already compiled from it), timed on one seeded input of the graph's kind."""
     from segdeploy.backends import openvino_layers
     from segdeploy.evaluation.batches import synthetic_batches
     from segdeploy.graph_spec import GraphSpec
@@ -377,10 +378,6 @@ def _choose_layers(manifest, xml: Path, precision: str, device: str, step):
     feed = spec.feed(synthetic_batches(spec, count=1)[0])
 
     def compile_as(path: Path, hinted: bool, profiling: bool):
-        config = {**compile_config(precision if hinted else "fp32"), "PERF_COUNT": profiling}
-        try:
-            return core().compile_model(str(path), device, config)
-        except RuntimeError as exc:
-            raise SegdeployError(f"OpenVINO cannot compile the model for {device}: {ov_reason(exc)}") from None
+        return compile_model(path, precision if hinted else "fp32", device, profiling=profiling)
 
-    return openvino_layers.choose(xml, compile_as, feed, COMPUTE_LAYERS, step)
+    return openvino_layers.choose(xml, compile_as, feed, COMPUTE_LAYERS, step, unmarked=unmarked)

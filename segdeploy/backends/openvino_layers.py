@@ -118,10 +118,12 @@ def mark_fp32(xml: Path, layers: list[str]) -> list[str]:
     return found
 
 
-def choose(xml: Path, compile_as: Callable, feed: dict, compute: set[str], step: Callable[[str], None]) -> LayerChoice:
+def choose(xml: Path, compile_as: Callable, feed: dict, compute: set[str], step: Callable[[str], None],
+           unmarked=None) -> LayerChoice:
     """Profile the IR `xml` with the hint and in FP32 (`compile_as(path, hinted: bool, profiling: bool)`
     → compiled model), mark the compute layers slower in the hint (`mark_fp32`), and keep the marks
-    only when the marked model is faster end to end (else the IR is restored byte for byte)."""
+    only when the marked model is faster end to end (else the IR is restored byte for byte).
+    `unmarked`: the model already compiled with the hint, if the caller has it (not compiled again)."""
     step("timing each layer in the hint and in FP32 (OpenVINO's per-layer counters)")
     hinted, kinds = profile(compile_as(xml, True, True), feed)
     fp32, _ = profile(compile_as(xml, False, True), feed)
@@ -133,7 +135,7 @@ def choose(xml: Path, compile_as: Callable, feed: dict, compute: set[str], step:
     if {n for n, kind in kinds.items() if kind in compute} <= set(names):  # nothing would be left in the hint
         return LayerChoice((), tuple(names), *totals, timings, {})
     original = xml.read_bytes()
-    unmarked = compile_as(xml, True, False)
+    unmarked = unmarked if unmarked is not None else compile_as(xml, True, False)
     kept = mark_fp32(xml, names)
     if not kept:  # execution-graph names that are no IR layer: nothing to mark
         xml.write_bytes(original)

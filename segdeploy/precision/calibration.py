@@ -88,8 +88,8 @@ def check_enough(calib: CalibrationSet, method: str) -> None:
     raise UsageError(f"{have} calibration image{'s are' if have != 1 else ' is'} too few for {what}: it needs at least {need} "
                      "(with fewer, the INT8 graph's accuracy depends on which images were drawn; README, "
                      "\"How few calibration images\")",
-                     f"give --calib a folder with at least {need} images like those the model will see" if calib.short
-                     else f"use --calib-size {need} or more (default 100)")
+                     f"calibrate on at least {need} images like those the model will see: --calib-size {need} or more "
+                     "(default 100) from a --calib folder that has them")
 
 
 class CalibrationReader:

@@ -2,8 +2,8 @@
 
 Timings are the machine's; the tests fix them (monkeypatched `profile`/`end_to_end`) and check what
 follows from them: which layers are chosen, that the marks in the IR make OpenVINO compute exactly
-those layers in FP32 (read from its execution graph, and from the numbers: a marked layer's output
-equals FP32's), that a marking which is not faster is undone byte for byte, and the record.
+those layers in FP32 (read from its execution graph, and from the numbers: the marked model is closer
+to FP32 than the all-bf16 one), that a marking which is not faster is undone byte for byte, and the record.
 """
 
 from __future__ import annotations

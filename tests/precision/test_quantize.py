@@ -198,7 +198,7 @@ def test_nothing_quantizable_is_one_clear_line(noweights, calib_dir, backend):
 
 def test_excluding_every_weighted_layer_says_so(tmp_path, calib_dir):
     directory = export_unet(tmp_path / "unet")
-    fails("build", directory, "-p", "int8", "--calib", calib_dir, "--calib-size", "8", "--exclude-ops", "Conv,ConvTranspose",
+    fails("build", directory, "-p", "int8", "--calib", calib_dir, "--calib-size", "2", "--exclude-ops", "Conv,ConvTranspose",
           contains="left after --exclude-nodes/--exclude-ops", exit_code=1)
     assert not list(directory.glob("model.int8*")) and not list(directory.glob("calib-cache*"))
 
@@ -211,8 +211,8 @@ def test_one_range_cache_serves_both_targets(tmp_path, calib_dir):
     alone = tmp_path / "alone"
     shutil.copytree(first, alone)
     quant = QuantOptions(method="percentile", percentile=99.99)
-    options = BuildOptions(calib=calib_dir, calib_size=8, quant=quant)
-    build_artifacts(first, ["int8"], "tensorrt", BuildOptions(calib=calib_dir, calib_size=8, graph_only=True, quant=quant))
+    options = BuildOptions(calib=calib_dir, calib_size=4, quant=quant)
+    build_artifacts(first, ["int8"], "tensorrt", BuildOptions(calib=calib_dir, calib_size=4, graph_only=True, quant=quant))
     build_artifacts(first, ["int8"], "onnxruntime", options)
     ort_graph = INT8_GRAPHS["onnxruntime"]
     assert Manifest.load(first).artifact(ort_graph.name).calibration.reused_cache
