@@ -3,7 +3,8 @@
 
     python scripts/measure_int8.py --work /tmp/int8 [--model camvid,demo,aspp,segnet]
         [--targets onnxruntime,tensorrt] [--methods minmax,entropy,percentile:99.99]
-        [--bias off,weights,activations] [--tail float,int8] [--rounding nearest,gptq] [--old-default] [--json rows.json]
+        [--bias off,weights,activations] [--tail float,int8] [--rounding nearest,gptq] [--weight-bits 8,7]
+        [--old-default] [--json rows.json]
 
 Frames (`segdeploy.precision.heldout`): camvid — calibration = 100 CamVid train frames spread
 evenly (exactly those `build --calib ../shared/camvid/train` reads), choice = the other 267 train
@@ -12,7 +13,7 @@ frames, confirmation = the 101 val frames. Models trained on calib/ (demo; aspp 
 confirmation = its val split; nothing is chosen on them.
 
 Each configuration (target × calibration method × bias-correction mode × logits tail × weight
-rounding) is made
+rounding × weight bits: 7 is `build --reduce-range`, onnxruntime's graph only) is made
 exactly as `segdeploy build` makes it (`Int8Maker.quantize`), run in onnxruntime on the CPU and
 scored per image against the labels; printed: ΔmIoU (INT8 − FP32, points) on each frame set with
 the paired circular block-bootstrap standard error and 95 % interval (`evalset.paired_interval`).
@@ -41,7 +42,7 @@ from segdeploy.precision import heldout  # noqa: E402
 from segdeploy.precision.evalset import miou_percent, paired_interval  # noqa: E402
 
 BLOCK = 10  # consecutive frames resampled together (precision.confirm.SPLIT_BLOCK: video frames are alike)
-OLD_DEFAULT = {"method": "minmax", "percentile": None, "bias": "off", "tail": "int8", "rounding": "nearest"}
+OLD_DEFAULT = {"method": "minmax", "percentile": None, "bias": "off", "tail": "int8", "rounding": "nearest", "bits": 8}
 
 
 def frame_sets(name: str, manifest, calib_size: int) -> tuple[tuple[Path, ...], dict]:
@@ -67,15 +68,17 @@ def configurations(args) -> list[dict]:
         for method in args.methods.split(","):
             name, _, percentile = method.partition(":")
             variants += [{"method": name, "percentile": float(percentile) if percentile else None, "bias": bias, "tail": tail,
-                          "rounding": rounding}
-                         for bias in args.bias.split(",") for tail in args.tail.split(",") for rounding in args.rounding.split(",")]
+                          "rounding": rounding, "bits": int(bits)}
+                         for bias in args.bias.split(",") for tail in args.tail.split(",") for rounding in args.rounding.split(",")
+                         for bits in args.weight_bits.split(",") if target == "onnxruntime" or bits == "8"]
         if args.old_default:
             variants.append(dict(OLD_DEFAULT))
         for variant in variants:
             pct = f"{variant['percentile']:g}" if variant["percentile"] else ""
             rounded = ".round-gptq" if variant["rounding"] == "gptq" else ""  # nearest: the keys of runs before GPTQ existed
+            bits = ".w7" if variant["bits"] == 7 else ""  # 8: the keys of runs before --weight-bits existed
             found.append({"target": target, **variant,
-                          "key": f"{target}.{variant['method']}{pct}.{variant['bias']}.tail-{variant['tail']}{rounded}"})
+                          "key": f"{target}.{variant['method']}{pct}.{variant['bias']}.tail-{variant['tail']}{rounded}{bits}"})
     return list({c["key"]: c for c in found}.values())
 
 
@@ -87,6 +90,7 @@ def make_graph(maker, config: dict, out: Path) -> None:
     options.bias_correction_mode = config["bias"] if config["bias"] != "off" else options.bias_correction_mode
     options.float_tail = config["tail"] == "float"
     options.weight_rounding = config["rounding"]
+    options.reduce_range = config["bits"] == 7
     maker.quantize(config["target"], out, method=config["method"])
 
 
@@ -137,7 +141,8 @@ def _method(row: dict) -> str:
 
 
 def table_row(row: dict, sets: list[str]) -> str:
-    cells = [row["model"], row["target"], _method(row), row["bias"], row["tail"], row["rounding"], *(describe(row[s]) for s in sets)]
+    rounding = row["rounding"] + (", 7-bit" if row.get("bits") == 7 else "")
+    cells = [row["model"], row["target"], _method(row), row["bias"], row["tail"], rounding, *(describe(row[s]) for s in sets)]
     return "| " + " | ".join(cells) + " |"
 
 
@@ -148,15 +153,17 @@ def pick(rows: list[dict]) -> None:
         if mine:
             best = min(mine, key=lambda r: r["choice"]["drop"])
             print(f"{model} {target}: best on the choice frames = {_method(best)}, bias {best['bias']}, tail {best['tail']}, "
-                  f"rounding {best['rounding']}: "
+                  f"rounding {best['rounding']}, {best.get('bits', 8)}-bit weights: "
                   f"choice {describe(best['choice'])}; confirmation {describe(best['confirm'])}")
 
 
 def effects(rows: list[dict], block: int) -> None:
     """The paired effect of one change (bias correction, float tail, GPTQ rounding) with everything else equal."""
-    index = {(r["model"], r["target"], r["method"], r["percentile"], r["bias"], r["tail"], r["rounding"]): r for r in rows}
+    index = {(r["model"], r["target"], r["method"], r["percentile"], r["bias"], r["tail"], r["rounding"], r.get("bits", 8)): r
+             for r in rows}
     changes = {"bias weights − off": (4, "off", "weights"), "bias activations − off": (4, "off", "activations"),
-               "tail float − int8": (5, "int8", "float"), "rounding gptq − nearest": (6, "nearest", "gptq")}
+               "tail float − int8": (5, "int8", "float"), "rounding gptq − nearest": (6, "nearest", "gptq"),
+               "weights 7 − 8 bits": (7, 8, 7)}
     for label, (field, before, after) in changes.items():
         for key, row in index.items():
             other = index.get(key[:field] + (after,) + key[field + 1:]) if key[field] == before else None
@@ -164,7 +171,7 @@ def effects(rows: list[dict], block: int) -> None:
                 continue
             cells = [f"{s} {describe(paired_interval(np.load(row['counts'][s]), np.load(other['counts'][s]), block))}"
                      for s in row["counts"]]
-            print(f"{label}: {key[0]} {key[1]} {_method(row)} {'/'.join(key[4:7])}: {'; '.join(cells)}")
+            print(f"{label}: {key[0]} {key[1]} {_method(row)} {'/'.join(map(str, key[4:8]))}: {'; '.join(cells)}")
 
 
 def main() -> None:
@@ -176,6 +183,7 @@ def main() -> None:
     parser.add_argument("--bias", default="off,weights,activations")
     parser.add_argument("--tail", default="float", help="logits tail: float and/or int8")
     parser.add_argument("--rounding", default="nearest,gptq", help="weight rounding: nearest and/or gptq")
+    parser.add_argument("--weight-bits", default="8", help="8 and/or 7 (build --reduce-range; onnxruntime's graph only)")
     parser.add_argument("--old-default", action="store_true", help="also main's former default (minmax, no correction, tail INT8)")
     parser.add_argument("--calib-size", type=int, default=100)
     parser.add_argument("--block", type=int, default=BLOCK, help="bootstrap block of consecutive frames")

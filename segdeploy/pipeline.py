@@ -173,12 +173,13 @@ def _build(config: PipelineConfig, directory: Path, backend: str, step) -> bool:
     manifest = Manifest.load(directory)
     calib = config.calib
     calib_key = [sha256_file(p) for p in find_images(calib)] if calib else None
-    quant = QuantOptions(method=config.calib_method, bias_correction=config.bias_correction, weight_rounding=config.weight_rounding)
+    quant = QuantOptions(method=config.calib_method, bias_correction=config.bias_correction, weight_rounding=config.weight_rounding,
+                         reduce_range=config.reduce_range)
     target = registry.backend(backend).graph_target  # the INT8 settings the build will use, defaults resolved
     key = _key({"graph": manifest.artifact(FP32_GRAPH.name).sha256, "precisions": config.precisions, "backend": backend,
                 "calib": calib_key, "calib_size": config.calib_size, "method": quant.method_for(target),
                 "percentile": quant.percentile_for(target), "bias_correction": quant.bias_correction_for(target),
-                "weight_rounding": quant.weight_rounding_for(target),
+                "weight_rounding": quant.weight_rounding_for(target), "reduce_range": quant.reduce_range_for(target),
                 "budget": [config.int8_miou_budget, config.eval_data, config.eval_limit, config.confirm_data,
                            config.split_block, config.accept_unconfirmed]}
                 | ({"openvino": [config.openvino_device, config.openvino_cache]} if backend == "openvino" else {}))

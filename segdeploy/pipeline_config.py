@@ -58,6 +58,7 @@ class PipelineConfig:
     calib_method: str | None = None  # None: build's default per target (`precision.graphs.DEFAULT_METHOD`)
     bias_correction: bool | None = None  # build --bias-correction / --no-bias-correction (None: per target)
     weight_rounding: str | None = None  # build --weight-rounding gptq|nearest (None: per target)
+    reduce_range: bool | None = None  # build --reduce-range / --no-reduce-range (None: on, 7-bit weights)
     int8_miou_budget: float | None = None  # build --miou-budget (INT8 within a budget)
     eval_data: Path | None = None  # build --eval-data (with int8_miou_budget)
     eval_limit: int | None = None
@@ -249,6 +250,7 @@ def _top_level(check: _Check) -> dict[str, Callable]:
         "split": check.optional(check.string), "calib": check.optional(check.path("dir")),
         "calib_size": check.integer(1), "calib_method": check.choice((*CALIB_METHODS, BEST)),
         "bias_correction": check.optional(check.boolean), "weight_rounding": check.choice(WEIGHT_ROUNDINGS),
+        "reduce_range": check.optional(check.boolean),
         BUDGET_KEY: check.optional(check.number(0)), OLD_BUDGET_KEY: check.optional(check.number(0)),
         "eval_data": check.optional(check.path("dir")),
         "eval_limit": check.optional(check.integer(1)),

@@ -34,6 +34,14 @@ def test_demo_pipeline_end_to_end_and_resume(tmp_path):
     # a changed input (the calibration size) rebuilds, the export stays
     config.calib_size = 6
     assert run_pipeline(config).reused == ["demo_unet: export"]
+    # reduce_range reaches the build: 7-bit weights by default, 8-bit when the config says false
+    from segdeploy.manifest import Manifest
+
+    directory = tmp_path / "demo" / "demo_unet"
+    assert Manifest.load(directory).artifact("onnx-int8-ort").settings["reduce_range"] is True
+    config.reduce_range = False
+    assert run_pipeline(config).reused == ["demo_unet: export"]
+    assert Manifest.load(directory).artifact("onnx-int8-ort").settings["reduce_range"] is False
 
 
 def test_yaml_config_with_user_model_and_relative_paths(cli, tmp_path):

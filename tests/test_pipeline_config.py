@@ -56,10 +56,11 @@ def refused(tmp_path: Path, text: str, *contains: str, name: str = "pipe.yaml", 
     ("", "needs a non-empty `models:` list"),
     ("models: {name: x}", "needs a non-empty `models:` list"),
     ("models: [3]", "models[0]: expected a mapping of settings, got the number 3"),
+    ('reduce_range: "no"\n' + GOOD_MODEL, "reduce_range: expected true or false, got the string 'no'"),
 ], ids=["bool-as-string", "int-as-word", "int-as-bool", "kwargs-string", "bench-list", "shape-int", "shape-zero",
         "precisions-commas", "dynamic-commas", "unknown-top", "unknown-model", "unknown-bench", "agreement-150",
         "iterations-0", "nan-gate", "std-zero", "mean-nan", "weights-missing", "unknown-source", "factory-missing",
-        "calib-missing", "out-null", "empty-file", "models-mapping", "model-number"])
+        "calib-missing", "out-null", "empty-file", "models-mapping", "model-number", "reduce-range-string"])
 def test_wrong_types_and_keys_are_refused_before_any_work(tmp_path, text, message):
     refused(tmp_path, text, message)
 

@@ -106,6 +106,14 @@ class OrtRunner(Runner):
         return dict(zip(names, self.session.run(names, batch)))
 
 
+def why_not_here(artifact) -> str | None:
+    """Why an onnxruntime artifact cannot run here: an INT8 graph with 8-bit weights on an x86 CPU
+    without VNNI (`x86_int8`), else None."""
+    from segdeploy.backends.x86_int8 import why_inexact
+
+    return why_inexact(artifact, "onnxruntime")
+
+
 def open_runner(manifest, name: str, options) -> OrtRunner:
     """The registry's runner factory: artifact `name` of `manifest` with `options` (`registry.RunOptions`)."""
     return OrtRunner(manifest.directory / manifest.artifact(name).file, threads=options.threads, providers=options.providers)
@@ -123,6 +131,8 @@ def build_artifact(job) -> str | None:
     job.step(f"saving {job.precision} graph with onnxruntime optimizations")
     settings = build(manifest.verify(job.graph), manifest.directory / made.file)
     graph = manifest.artifact(job.graph)
+    if job.precision == "int8":  # 7-bit or 8-bit weights: where the artifact computes exactly (`x86_int8`)
+        settings["reduce_range"] = (graph.settings or {}).get("reduce_range")
     manifest.add_artifact(made.name, made.file, kind=ONNX, precision=job.precision, backend="onnxruntime",
                           target="onnxruntime-cpu", parent=job.graph, inputs=graph.inputs, outputs=graph.outputs,
                           settings=settings, tool_versions=tool_versions("onnxruntime"))

@@ -155,7 +155,12 @@ def why_not_here(artifact) -> str | None:
         resolve_device(device)
     except SegdeployError as exc:
         return exc.message
-    return unsupported_precision(artifact.precision, device)
+    reason = unsupported_precision(artifact.precision, device)
+    if reason is None and device.startswith("CPU"):
+        from segdeploy.backends.x86_int8 import why_inexact
+
+        reason = why_inexact(artifact, "openvino")
+    return reason
 
 
 # -- compiling and checking what runs ----------------------------------------------------------------
@@ -352,6 +357,8 @@ def build_artifact(job) -> str:
     counts = runtime_precisions(compiled)
     parent = manifest.artifact(job.graph)
     settings = {**compile_config(precision), "source_graph": parent.file}
+    if precision == "int8":  # 7-bit or 8-bit weights: where the artifact computes exactly (`x86_int8`)
+        settings["reduce_range"] = (parent.settings or {}).get("reduce_range")
     if layer_choice is not None:
         settings["fp32_where_faster"] = layer_choice.record()
         job.notes.append(f"{made.name}: {layer_choice.summary()}")

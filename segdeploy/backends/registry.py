@@ -95,6 +95,7 @@ BACKENDS: dict[str, BackendSpec] = {
         "onnxruntime", graph_target="onnxruntime",
         open_runner="segdeploy.backends.onnxruntime:open_runner",
         build="segdeploy.backends.onnxruntime:build_artifact",
+        why_not_here="segdeploy.backends.onnxruntime:why_not_here",
         preference=(ort_optimized("int8").name, INT8_GRAPHS["onnxruntime"].name, ort_optimized("fp32").name,
                     FP32_GRAPH.name, ort_optimized("fp16").name, FP16_GRAPH.name),
     ),

@@ -25,7 +25,6 @@ from segdeploy.manifest.names import FP32_GRAPH
 from segdeploy.manifest.records import DriftRecord, MethodComparison
 from segdeploy.precision.drift import compare_graphs
 from segdeploy.precision.graphs import Int8Maker, Quantized, relative_path
-from segdeploy.precision.quantize import target_for
 
 BEST = "best"
 EVAL_IMAGES = 32  # evaluation images at most, spread evenly over those at hand
@@ -73,7 +72,7 @@ def make_best_int8(maker: Int8Maker, target_name: str) -> str:
     options = maker.options
     if options.percentile is not None and not 0 < options.percentile <= 100:  # fail before minutes of calibration
         raise UsageError(f"--percentile must be in (0, 100], got {options.percentile}")
-    target = target_for(target_name)
+    target = maker.target(target_name)
     manifest = maker.manifest
     graphs = {method: maker.scratch() / f"int8-{method}.onnx" for method in CALIB_METHODS}
     runs = {method: maker.quantize(target_name, graphs[method], method=method) for method in CALIB_METHODS}

@@ -34,6 +34,7 @@ from segdeploy.precision.quantize import (
     prepare_graph,
     quantize_graph,
     target_for,
+    weight_limits,
 )
 
 # INT8 defaults per target, each the best of its target on CamVid frames that neither calibrated
@@ -58,6 +59,9 @@ class QuantOptions:
     # "gptq": Conv weights rounded for their layer's output (`precision.rounding`), "nearest": each
     # weight to its nearest step; None: the target's default
     weight_rounding: str | None = None
+    # 7-bit weights in the onnxruntime-family graph, exact on x86 CPUs without VNNI (`quantize.target_for`);
+    # None: the default (on); False: 8-bit weights
+    reduce_range: bool | None = None
 
     def method_for(self, target_name: str) -> str:
         return self.method or DEFAULT_METHOD[target_name]
@@ -70,6 +74,9 @@ class QuantOptions:
 
     def weight_rounding_for(self, target_name: str) -> str:
         return self.weight_rounding or DEFAULT_WEIGHT_ROUNDING[target_name]
+
+    def reduce_range_for(self, target_name: str) -> bool:
+        return target_for(target_name, self.reduce_range).reduce_range
 
 
 def record_graph(manifest: Manifest, name: str, filename: str, precision: str, target: str, **fields) -> Artifact:
@@ -137,6 +144,10 @@ class Int8Maker:
         """A temporary folder that lives as long as this maker."""
         return Path(self._tmp.name)
 
+    def target(self, target_name: str) -> QuantTarget:
+        """The Q/DQ settings for `target_name` with these options (`reduce_range`)."""
+        return target_for(target_name, self.options.reduce_range)
+
     def percentile(self, target_name: str) -> float:
         """The percentile for `target_name`: the options', else that target's default."""
         return self.options.percentile_for(target_name)
@@ -161,7 +172,7 @@ class Int8Maker:
         fresh = not cache.is_file()
         self.step(f"calibrating on {len(self.calib.images)} images ({method})" if fresh else f"reusing calibration ranges {cache.name}")
         start = time.perf_counter()
-        write = self._writer(target_for(target_name), cache, method)
+        write = self._writer(self.target(target_name), cache, method)
         write(prepared, out)  # calibrates if needed; bias correction reads this graph's rounded weights
         write, rounding = self._round_weights(target_name, prepared, out, write, keep_float)
         bias = None
@@ -190,7 +201,8 @@ class Int8Maker:
         self.step(f"rounding Conv weights for their outputs (GPTQ, {target_name}) on {images} calibration images")
         wide: list[str] = []
         start = time.perf_counter()
-        rounded = rounding.round_weights(prepared, out, feeds, skip=keep_float, kept_nearest=wide)
+        rounded = rounding.round_weights(prepared, out, feeds, skip=keep_float, kept_nearest=wide,
+                                         limits=weight_limits(self.target(target_name)))
         rounding.apply(out, rounded)
 
         def write_rounded(source: Path, dest: Path) -> None:
@@ -263,7 +275,7 @@ class Int8Maker:
 
         `record`: more fields of the artifact's record (the mixed-precision search's record).
         """
-        target = target_for(target_name)
+        target = self.target(target_name)
         with atomic_path(self.manifest.directory / target.filename) as tmp:
             run = self.quantize(target_name, tmp, keep_float=keep_float)
             self.step(f"measuring INT8 ({target_name}) vs FP32 agreement")

@@ -13,7 +13,6 @@ import hashlib
 import io
 import json
 import logging
-import platform
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -69,34 +68,41 @@ TARGETS = {
         placement="tensorrt",
     ),
     # x86 onnxruntime: U8 activations × S8 weights hit the fast VNNI/AVX2 kernels (measured 2×
-    # faster than symmetric S8 activations); INT32 biases let Conv fuse into QLinearConv.
+    # faster than symmetric S8 activations); INT32 biases let Conv fuse into QLinearConv. 7-bit
+    # weights (`reduce_range`): exact on every x86 CPU (see `target_for`), at no measured cost in
+    # mIoU (README, "INT8 on x86 CPUs without VNNI"); `--no-reduce-range` gives 8-bit weights.
     "onnxruntime": QuantTarget(
-        "onnxruntime", "onnx-int8-ort", "model.int8-ort.onnx", "QUInt8", "QInt8", per_channel=True, reduce_range=False,
+        "onnxruntime", "onnx-int8-ort", "model.int8-ort.onnx", "QUInt8", "QInt8", per_channel=True, reduce_range=True,
         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
-        why="asymmetric U8 activations, symmetric per-channel S8 weights (onnxruntime x86 fast path)",
+        why="asymmetric U8 activations, symmetric per-channel S8 weights (onnxruntime x86 fast path) in 7 bits "
+            "(reduce_range: exact on x86 CPUs with or without VNNI)",
     ),
 }
 
-def cpu_has_vnni() -> bool:
-    """Whether this x86 CPU has VNNI (8-bit dot products that accumulate without saturating)."""
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        return False
-    return any(f in flags.split() for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+def target_for(name: str, reduce_range: bool | None = None) -> QuantTarget:
+    """The settings for `name`; `reduce_range`: 7-bit (True) or 8-bit (False) weights in the
+    onnxruntime-family graph (None: the target's default, 7-bit).
 
-
-def target_for(name: str) -> QuantTarget:
-    """The settings for `name`, adapted to this CPU where they depend on it.
-
-    Without VNNI, x86 U8×S8 kernels add pairs of products in saturating 16-bit lanes
-    (255·127·2 > 32767): 7-bit weights (`reduce_range`) keep them exact. ARM and VNNI CPUs
-    do not need it.
+    Without VNNI, x86 U8×S8 kernels (onnxruntime's and OpenVINO's) add pairs of products in
+    saturating 16-bit lanes (255·127·2 > 32767), so 8-bit weights give wrong sums there; 7-bit
+    weights (255·64·2 < 32767) keep them exact on every x86 CPU, so the graph can be built on one
+    machine and run on any. ARM, VNNI CPUs and TensorRT (32-bit accumulation; its graph is always
+    8-bit) do not need them (`backends.x86_int8` refuses an 8-bit graph where it would saturate).
     """
     target = TARGETS[name]
-    if name == "onnxruntime" and platform.machine().lower() in ("x86_64", "amd64") and not cpu_has_vnni():
-        return replace(target, reduce_range=True, why=target.why + "; 7-bit weights (reduce_range: no VNNI on this CPU)")
-    return target
+    if name != "onnxruntime" or reduce_range is None or reduce_range == target.reduce_range:
+        return target
+    return replace(target, reduce_range=False, why="asymmetric U8 activations, symmetric per-channel S8 weights "
+                   "(onnxruntime x86 fast path) in 8 bits (--no-reduce-range: exact on ARM and x86 CPUs with VNNI only)")
+
+
+def weight_limits(target: QuantTarget) -> tuple[int, int]:
+    """The integer range of `target`'s weights, as onnxruntime's quantizer writes them."""
+    from onnx import TensorProto
+    from onnxruntime.quantization.quant_utils import get_qmin_qmax_for_qType
+
+    low, high = get_qmin_qmax_for_qType(TensorProto.INT8, reduce_range=target.reduce_range, symmetric=True)
+    return int(low), int(high)
 
 
 METHODS = {"minmax": "MinMax", "mean-minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}  # → onnxruntime's

@@ -55,10 +55,12 @@ class Rounded:
 
 
 def round_weights(prepared: Path, written: Path, batches: Iterable[dict], skip: Iterable[str] = (),
-                  kept_nearest: list | None = None) -> dict[str, Rounded]:
+                  kept_nearest: list | None = None, limits: tuple[int, int] | None = None) -> dict[str, Rounded]:
     """The error-compensated INT8 weights of every per-channel symmetric Conv of the Q/DQ graph
     `written` (made from the float graph `prepared`), measured on `batches` ({input: array}).
-    Convs wider than MAX_COLUMNS keep nearest rounding; their names are appended to `kept_nearest`."""
+    Convs wider than MAX_COLUMNS keep nearest rounding; their names are appended to `kept_nearest`.
+    `limits`: the integer range the graph's weights use (`quantize.weight_limits`; 7-bit weights
+    must stay 7-bit); None: [−127, 127], or −128 where onnxruntime used it."""
     qdq, float_model = onnx.load(str(written)), onnx.load(str(prepared))
     weights = symmetric_weights(qdq)
     skipped = set(skip)
@@ -75,7 +77,7 @@ def round_weights(prepared: Path, written: Path, batches: Iterable[dict], skip: 
     for layer in layers:
         quantized, scale = (numpy_helper.to_array(init) for init in weights[layer.node])
         scale = scale.reshape(-1).astype(np.float32)
-        values = gptq_round(layer, hessians[layer.node], scale, quantized.dtype, _limits(quantized))
+        values = gptq_round(layer, hessians[layer.node], scale, quantized.dtype, limits or _limits(quantized))
         changed = int(np.count_nonzero(values != quantized))
         rounded[layer.node] = Rounded(layer.node, values.astype(quantized.dtype).reshape(quantized.shape), scale, changed)
     return rounded

@@ -160,17 +160,6 @@ def test_any_list_of_named_batches_calibrates(prepared, tmp_path):
     assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(tmp_path / "q.onnx")).graph.node)
 
 
-def test_onnxruntime_target_reduces_range_without_vnni(monkeypatch):
-    from segdeploy.precision import quantize
-
-    monkeypatch.setattr(quantize.platform, "machine", lambda: "x86_64")
-    monkeypatch.setattr(quantize, "cpu_has_vnni", lambda: False)
-    assert quantize.target_for("onnxruntime").reduce_range is True
-    monkeypatch.setattr(quantize, "cpu_has_vnni", lambda: True)
-    assert quantize.target_for("onnxruntime").reduce_range is False
-    assert quantize.target_for("tensorrt").reduce_range is False  # TensorRT: full 8-bit symmetric
-
-
 # -- where Q/DQ goes: one range cache for both targets; nothing quantizable is one line ----------------
 
 PLACEMENT_MODELS = Path(__file__).parents[1] / "placement_models.py"
