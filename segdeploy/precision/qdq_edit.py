@@ -76,14 +76,19 @@ def keep_float(qdq: onnx.ModelProto, fp32: onnx.ModelProto, names, only_inputs: 
 
 def _restore_constants(node: onnx.NodeProto, sources: "FloatSources") -> None:
     """A float node reads the FP32 graph's own constants: a bias changed for the quantized graph
-    (`precision.bias_correction`, which may also add one) is put back."""
+    (`precision.bias_correction`, which may also add one — a float initializer, or in the
+    onnxruntime graph an INT32 one behind a DequantizeLinear) is put back, an added one dropped."""
     fp32_node = sources.fp32_nodes.get(node.name)
     if fp32_node is None:
         return
     for index, name in enumerate(node.input):
         original = fp32_node.input[index] if index < len(fp32_node.input) else ""
-        if name != original and name in sources.initializers and (not original or original in sources.fp32_inits):
-            node.input[index] = sources.weight(node.name, index) if original else ""
+        if name == original:
+            continue
+        if not original and (name in sources.initializers or sources.dequantized_constant(name)):
+            node.input[index] = ""
+        elif name in sources.initializers and original in sources.fp32_inits:
+            node.input[index] = sources.weight(node.name, index)
     while node.input and not node.input[-1]:
         del node.input[-1]
 
@@ -130,6 +135,11 @@ class FloatSources:
             self.model.graph.node.append(node)
             self.added.add(name)
         return name
+
+    def dequantized_constant(self, tensor: str) -> bool:
+        """Whether `tensor` is a DequantizeLinear of an initializer (a quantized weight or bias)."""
+        dq = self.producers.get(tensor)
+        return dq is not None and dq.op_type == "DequantizeLinear" and dq.input[0] in self.initializers
 
     def weight(self, node_name: str, index: int) -> str:
         """The FP32 graph's value at input `index` of the same-named node (a weight or bias)."""

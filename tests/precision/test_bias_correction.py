@@ -376,3 +376,25 @@ def test_a_layer_kept_in_float_gets_the_fp32_bias_back(tmp_path, target_name):
     np.testing.assert_array_equal(inits[dw.input[2]], fp32["b2"])
     conv1 = next(n for n in mixed.graph.node if n.name == "conv1")
     assert "bias_corrected" in conv1.input[2]  # directly (TensorRT) or through its INT32 DequantizeLinear
+
+
+@pytest.mark.parametrize("target_name", ["tensorrt", "onnxruntime"])
+def test_a_layer_kept_in_float_drops_the_bias_correction_added(tmp_path, target_name):
+    """`head` has no bias in FP32; bias correction adds one (an INT32 DequantizeLinear in the onnxruntime
+    graph, a float initializer in TensorRT's). Kept float, it runs as in FP32: no bias at all."""
+    from segdeploy.precision.qdq_edit import keep_float
+
+    seeded = tmp_path / "float.onnx"
+    onnx.save(_conv_model(), str(seeded))
+    calib = _batches(0, 4)
+    write = _writer(TARGETS[target_name], calib, tmp_path / "cache.json")
+    graph = tmp_path / "corrected.onnx"
+    write(seeded, graph)
+    correct_biases(seeded, graph, write, calib)
+    assert len(next(n for n in onnx.load(str(graph)).graph.node if n.name == "head").input) == 3  # added
+    mixed = keep_float(onnx.load(str(graph)), onnx.load(str(seeded)), ["head"])
+    head = next(n for n in mixed.graph.node if n.name == "head")
+    assert len(head.input) == 2
+    np.testing.assert_array_equal({i.name: numpy_helper.to_array(i) for i in mixed.graph.initializer}[head.input[1]],
+                                  _initializers(seeded)["w4"])
+    ort.InferenceSession(mixed.SerializeToString(), providers=["CPUExecutionProvider"])  # still a valid graph
