@@ -21,7 +21,9 @@ def conditioned_weights(tmp_path_factory):
     def make(name: str) -> Path:
         if name not in cache:
             spec = get_spec(name)
-            model = spec.build(num_classes=NUM_CLASSES, width=TINY)
+            with torch.random.fork_rng():  # the same weights whatever ran before in this worker
+                torch.manual_seed(0)
+                model = spec.build(num_classes=NUM_CLASSES, width=TINY)
             h, w = input_size(spec.size_multiple)
             condition(model, torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(1)))
             path = tmp_path_factory.mktemp("weights") / f"{name}.pth"
