@@ -353,12 +353,8 @@ def test_cli_and_pipeline_defaults_are_the_measured_ones():
         "entropy", 99.9, False)
 
 
-@pytest.mark.parametrize("target_name", ["tensorrt", "onnxruntime"])
-def test_a_layer_kept_in_float_gets_the_fp32_bias_back(tmp_path, target_name):
-    """A budget search keeps layers float in a bias-corrected graph (`qdq_edit.keep_float`): such a
-    layer runs the FP32 graph's weights and bias, the others keep their corrected biases."""
-    from segdeploy.precision.qdq_edit import keep_float
-
+def _corrected_conv_model(tmp_path, target_name: str):
+    """`_conv_model` saved, and its Q/DQ graph for `target_name` with corrected biases: (float path, graph path)."""
     seeded = tmp_path / "float.onnx"
     onnx.save(_conv_model(), str(seeded))
     calib = _batches(0, 4)
@@ -366,6 +362,16 @@ def test_a_layer_kept_in_float_gets_the_fp32_bias_back(tmp_path, target_name):
     graph = tmp_path / "corrected.onnx"
     write(seeded, graph)
     correct_biases(seeded, graph, write, calib)
+    return seeded, graph
+
+
+@pytest.mark.parametrize("target_name", ["tensorrt", "onnxruntime"])
+def test_a_layer_kept_in_float_gets_the_fp32_bias_back(tmp_path, target_name):
+    """A budget search keeps layers float in a bias-corrected graph (`qdq_edit.keep_float`): such a
+    layer runs the FP32 graph's weights and bias, the others keep their corrected biases."""
+    from segdeploy.precision.qdq_edit import keep_float
+
+    seeded, graph = _corrected_conv_model(tmp_path, target_name)
     mixed = keep_float(onnx.load(str(graph)), onnx.load(str(seeded)), ["dw"])
     inits = {i.name: numpy_helper.to_array(i) for i in mixed.graph.initializer}
     producers = {o: n.op_type for n in mixed.graph.node for o in n.output}
@@ -384,13 +390,7 @@ def test_a_layer_kept_in_float_drops_the_bias_correction_added(tmp_path, target_
     graph, a float initializer in TensorRT's). Kept float, it runs as in FP32: no bias at all."""
     from segdeploy.precision.qdq_edit import keep_float
 
-    seeded = tmp_path / "float.onnx"
-    onnx.save(_conv_model(), str(seeded))
-    calib = _batches(0, 4)
-    write = _writer(TARGETS[target_name], calib, tmp_path / "cache.json")
-    graph = tmp_path / "corrected.onnx"
-    write(seeded, graph)
-    correct_biases(seeded, graph, write, calib)
+    seeded, graph = _corrected_conv_model(tmp_path, target_name)
     assert len(next(n for n in onnx.load(str(graph)).graph.node if n.name == "head").input) == 3  # added
     mixed = keep_float(onnx.load(str(graph)), onnx.load(str(seeded)), ["head"])
     head = next(n for n in mixed.graph.node if n.name == "head")
