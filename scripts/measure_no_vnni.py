@@ -32,9 +32,9 @@ SHARED = REPO.parent / "shared"
 RUN = r"""
 import sys
 import numpy as np
-import openvino as ov
+from segdeploy.backends.openvino import compile_config, core
 model, inputs, out = sys.argv[1:4]
-compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2})
+compiled = core().compile_model(model, "CPU", compile_config("int8", threads=2))  # as an INT8 artifact: FP32 hint
 np.save(out, np.stack([compiled(x[None])[0] for x in np.load(inputs)]))
 """
 
@@ -54,7 +54,8 @@ def frames(reference: Path, count: int, scratch: Path) -> Path:
 
 def run(model: Path, inputs: Path, scratch: Path, isa: str | None) -> np.ndarray:
     out = scratch / "out.npy"
-    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"} | ({"ONEDNN_MAX_CPU_ISA": isa} if isa else {})
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"} | {"PYTHONPATH": str(REPO)} \
+        | ({"ONEDNN_MAX_CPU_ISA": isa} if isa else {})
     subprocess.run([sys.executable, "-c", RUN, str(model), str(inputs), str(out)], env=env, check=True)
     return np.load(out)
 

@@ -179,7 +179,7 @@ def _build(config: PipelineConfig, directory: Path, backend: str, step) -> bool:
     key = _key({"graph": manifest.artifact(FP32_GRAPH.name).sha256, "precisions": config.precisions, "backend": backend,
                 "calib": calib_key, "calib_size": config.calib_size, "method": quant.method_for(target),
                 "percentile": quant.percentile_for(target), "bias_correction": quant.bias_correction_for(target),
-                "weight_rounding": quant.weight_rounding_for(target), "reduce_range": quant.reduce_range_for(target),
+                "weight_rounding": quant.weight_rounding_for(target), "reduce_range": quant.target_for(target).reduce_range,
                 "budget": [config.int8_miou_budget, config.eval_data, config.eval_limit, config.confirm_data,
                            config.split_block, config.accept_unconfirmed]}
                 | ({"openvino": [config.openvino_device, config.openvino_cache]} if backend == "openvino" else {}))

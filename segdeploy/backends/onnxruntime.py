@@ -122,6 +122,7 @@ def open_runner(manifest, name: str, options) -> OrtRunner:
 def build_artifact(job) -> str | None:
     """`build --backend onnxruntime`: the precision graph is the artifact; with `--ort-optimize` also save it
     with onnxruntime's CPU graph optimizations applied, recorded as `ort-<precision>`."""
+    from segdeploy.backends.x86_int8 import weights_record
     from segdeploy.manifest import tool_versions
     from segdeploy.manifest.names import ONNX, ort_optimized
 
@@ -131,8 +132,7 @@ def build_artifact(job) -> str | None:
     job.step(f"saving {job.precision} graph with onnxruntime optimizations")
     settings = build(manifest.verify(job.graph), manifest.directory / made.file)
     graph = manifest.artifact(job.graph)
-    if job.precision == "int8":  # 7-bit or 8-bit weights: where the artifact computes exactly (`x86_int8`)
-        settings["reduce_range"] = (graph.settings or {}).get("reduce_range")
+    settings.update(weights_record(job.precision, graph))
     manifest.add_artifact(made.name, made.file, kind=ONNX, precision=job.precision, backend="onnxruntime",
                           target="onnxruntime-cpu", parent=job.graph, inputs=graph.inputs, outputs=graph.outputs,
                           settings=settings, tool_versions=tool_versions("onnxruntime"))

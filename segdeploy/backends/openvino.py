@@ -336,6 +336,7 @@ def build_artifact(job) -> str:
     measured slower in the hint in FP32 (`openvino_layers`, unless `--no-ov-fp32-where-faster`).
     `--ov-cache` also stores the compiled model (a companion file, `names.openvino_blob`).
     """
+    from segdeploy.backends.x86_int8 import weights_record
     from segdeploy.manifest import tool_versions
 
     manifest, precision, device = job.manifest, job.precision, job.context
@@ -356,9 +357,7 @@ def build_artifact(job) -> str:
         export_compiled(compiled, manifest.directory / companions["compiled"])
     counts = runtime_precisions(compiled)
     parent = manifest.artifact(job.graph)
-    settings = {**compile_config(precision), "source_graph": parent.file}
-    if precision == "int8":  # 7-bit or 8-bit weights: where the artifact computes exactly (`x86_int8`)
-        settings["reduce_range"] = (parent.settings or {}).get("reduce_range")
+    settings = {**compile_config(precision), "source_graph": parent.file, **weights_record(precision, parent)}
     if layer_choice is not None:
         settings["fp32_where_faster"] = layer_choice.record()
         job.notes.append(f"{made.name}: {layer_choice.summary()}")

@@ -6,8 +6,8 @@ products are first added in saturating 16-bit lanes: 255·127·2 > 32767, so a g
 weights gives wrong sums wherever large activations meet large weights of the same sign; 7-bit
 weights (`build --reduce-range`, the default: 255·64·2 < 32767) are exact on every x86 CPU. Measured on
 deeplabv3_resnet50 in OpenVINO with oneDNN limited to AVX2 or AVX512_CORE: the 8-bit graph's
-error against FP32 rose by 42 %, the 7-bit graph's output did not change (README, *INT8 on x86
-CPUs without VNNI*).
+error against FP32 doubled, the 7-bit graph's output did not change (README, *INT8 on x86 CPUs
+without VNNI*).
 
 `why_inexact` is the check the onnxruntime and OpenVINO backends run before an artifact is
 chosen or opened (`backends.select.cannot_run_here`).
@@ -51,6 +51,12 @@ def int8_dot_products_exact(runtime: str) -> tuple[bool, str]:
     if cpu_has_vnni() is False:  # unknown (None): not refused on a guess
         return False, "this x86 CPU has no VNNI"
     return True, ""
+
+
+def weights_record(precision: str, source) -> dict:
+    """The settings an artifact built from the precision graph `source` (a manifest `Artifact`)
+    carries so that `why_inexact` can judge it alone: its weights' width, for INT8."""
+    return {"reduce_range": (source.settings or {}).get("reduce_range")} if precision == "int8" else {}
 
 
 def why_inexact(artifact, runtime: str) -> str | None:

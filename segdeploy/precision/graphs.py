@@ -75,8 +75,9 @@ class QuantOptions:
     def weight_rounding_for(self, target_name: str) -> str:
         return self.weight_rounding or DEFAULT_WEIGHT_ROUNDING[target_name]
 
-    def reduce_range_for(self, target_name: str) -> bool:
-        return target_for(target_name, self.reduce_range).reduce_range
+    def target_for(self, target_name: str) -> QuantTarget:
+        """The Q/DQ settings for `target_name` with these options (`reduce_range`)."""
+        return target_for(target_name, self.reduce_range)
 
 
 def record_graph(manifest: Manifest, name: str, filename: str, precision: str, target: str, **fields) -> Artifact:
@@ -145,8 +146,8 @@ class Int8Maker:
         return Path(self._tmp.name)
 
     def target(self, target_name: str) -> QuantTarget:
-        """The Q/DQ settings for `target_name` with these options (`reduce_range`)."""
-        return target_for(target_name, self.options.reduce_range)
+        """The Q/DQ settings for `target_name` with these options (`QuantOptions.target_for`)."""
+        return self.options.target_for(target_name)
 
     def percentile(self, target_name: str) -> float:
         """The percentile for `target_name`: the options', else that target's default."""

@@ -8,6 +8,7 @@ is the same artifact on this CPU's own instruction set, in another process.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -69,7 +70,7 @@ def built(tmp_path_factory):
 def _outputs(deploy, tmp_path, env=None) -> np.ndarray:
     out = tmp_path / f"out-{len(list(tmp_path.iterdir()))}.npy"
     done = subprocess.run([sys.executable, "-c", RUN, str(deploy), str(CALIB), str(out)], capture_output=True, text=True,
-                          env={**__import__("os").environ, "PYTHONPATH": str(REPO), **(env or {})}, timeout=300)
+                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})}, timeout=300)
     assert done.returncode == 0, done.stderr
     return np.load(out)
 
