@@ -3,7 +3,7 @@
 
     python scripts/measure_int8.py --work /tmp/int8 [--model camvid,demo,aspp,segnet]
         [--targets onnxruntime,tensorrt] [--methods minmax,entropy,percentile:99.99]
-        [--bias off,weights,activations] [--tail float,int8] [--rounding nearest,gptq] [--weight-bits 8,7]
+        [--bias off,weights,activations,weights:2] [--tail float,int8] [--rounding nearest,gptq] [--weight-bits 8,7]
         [--old-default] [--json rows.json]
 
 Frames (`segdeploy.precision.heldout`): camvid — calibration = 100 CamVid train frames spread
@@ -12,6 +12,8 @@ frames, confirmation = the 101 val frames. Models trained on calib/ (demo; aspp 
 `scripts/train.py`, see scripts/measure_mixed.py) — calibration = calib/'s train split,
 confirmation = its val split; nothing is chosen on them.
 
+Bias correction: off, weights or activations (every layer corrected), weights:2 (a layer is left
+alone when its shift reaches 2× its bias or its bias has a 0: NNCF's rule, `build`'s default).
 Each configuration (target × calibration method × bias-correction mode × logits tail × weight
 rounding × weight bits: 7 is `build --reduce-range`, onnxruntime's graph only) is made
 exactly as `segdeploy build` makes it (`Int8Maker.quantize`), run in onnxruntime on the CPU and
@@ -86,8 +88,10 @@ def make_graph(maker, config: dict, out: Path) -> None:
     """The graph `build` makes with this configuration's options."""
     options = maker.options
     options.percentile = config["percentile"]
-    options.bias_correction = config["bias"] != "off"
-    options.bias_correction_mode = config["bias"] if config["bias"] != "off" else options.bias_correction_mode
+    mode, _, threshold = config["bias"].partition(":")  # weights:2 — NNCF's threshold rule; weights: every layer
+    options.bias_correction = mode != "off"
+    options.bias_correction_mode = mode if mode != "off" else options.bias_correction_mode
+    options.bias_correction_threshold = float(threshold) if threshold else float("inf")
     options.float_tail = config["tail"] == "float"
     options.weight_rounding = config["rounding"]
     options.reduce_range = config["bits"] == 7
@@ -162,6 +166,7 @@ def effects(rows: list[dict], block: int) -> None:
     index = {(r["model"], r["target"], r["method"], r["percentile"], r["bias"], r["tail"], r["rounding"], r.get("bits", 8)): r
              for r in rows}
     changes = {"bias weights − off": (4, "off", "weights"), "bias activations − off": (4, "off", "activations"),
+               "bias weights:2 − weights": (4, "weights", "weights:2"),
                "tail float − int8": (5, "int8", "float"), "rounding gptq − nearest": (6, "nearest", "gptq"),
                "weights 7 − 8 bits": (7, 8, 7)}
     for label, (field, before, after) in changes.items():

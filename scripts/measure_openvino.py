@@ -2,7 +2,7 @@
 """OpenVINO vs onnxruntime vs PyTorch eager, side by side in ONE process: the issue #16 figures.
 
     python scripts/measure_openvino.py --work /tmp/ov-measure [--rounds 5] [--iterations 30] [--threads 2]
-        [--calib-size 32] [--agree-frames 8] [--no-nncf]
+        [--calib-size 32] [--agree-frames 8] [--pairs 40] [--bn-frames 0] [--no-nncf]
 
 torchvision deeplabv3_resnet50 with random weights (seed 0), 1×3×256×512, exported and built by
 segdeploy under --work (reused when there): onnxruntime FP32 and INT8 (`model.int8-ort.onnx`),
@@ -18,8 +18,10 @@ loop. Calibration: --calib-size CamVid train frames (calib/ when CamVid is absen
 
 Timing: `bench`'s interleaved rounds (order rotated each round), medians, as ratios to PyTorch
 eager. Then segdeploy's `ov-int8` and NNCF's INT8 alone, call by call in pairs (--pairs), and the
-median of the per-pair ratios: on a loaded machine the load drifts between rounds, and a pair
-shares it. Agreement: argmax agreement with PyTorch eager on --agree-frames CamVid val frames (with
+median of the per-pair ratios with its 95 % interval (block bootstrap): on a loaded machine the
+load drifts between rounds, and a pair shares it. --bn-frames N measures the model's BatchNorm
+statistics on N CamVid train frames first: random initialisation leaves every folded bias 0,
+which no trained network has. Agreement: argmax agreement with PyTorch eager on --agree-frames CamVid val frames (with
 random weights the classes mean nothing; the figure says how far each graph is from eager).
 """
 
@@ -53,8 +55,9 @@ def image_folder(split: str) -> Path:
     return camvid if camvid.is_dir() else REPO / "calib"
 
 
-def prepare(work: Path, calib_size: int) -> Path:
-    """Export deeplabv3_resnet50 (random weights, seed 0) and build every artifact measured here."""
+def prepare(work: Path, calib_size: int, bn_frames: int) -> Path:
+    """Export deeplabv3_resnet50 (random weights, seed 0; BatchNorm statistics from `bn_frames`
+    CamVid train frames when > 0) and build every artifact measured here."""
     from segdeploy.build import BuildOptions, build_artifacts
     from segdeploy.export import ExportRequest, export_model
     from segdeploy.models import get_spec
@@ -62,10 +65,15 @@ def prepare(work: Path, calib_size: int) -> Path:
     deploy = work / "deeplabv3"
     if not Manifest.exists(deploy):
         torch.manual_seed(0)
+        model = get_spec("deeplabv3_resnet50").build(num_classes=11)
         weights = work / "deeplabv3_resnet50_seed0.pth"
-        torch.save(get_spec("deeplabv3_resnet50").build(num_classes=11).state_dict(), weights)
-        export_model(ExportRequest(source="deeplabv3_resnet50", out_dir=deploy, num_classes=11, weights=weights,
-                                   input_shape=SHAPE))
+        torch.save(model.state_dict(), weights)
+        request = dict(source="deeplabv3_resnet50", num_classes=11, input_shape=SHAPE)
+        if bn_frames > 0:
+            weights = work / f"deeplabv3_resnet50_seed0_bn{bn_frames}.pth"
+            export_model(ExportRequest(out_dir=work / "bn-export", weights=work / "deeplabv3_resnet50_seed0.pth", **request))
+            torch.save(batchnorm_statistics(model, work / "bn-export", bn_frames).state_dict(), weights)
+        export_model(ExportRequest(out_dir=deploy, weights=weights, **request))
     options = BuildOptions(calib=image_folder("train"), calib_size=calib_size)
     have = dict(Manifest.load(deploy).artifacts)
     if "ov-bf16" in have and "fp32_where_faster" not in (have["ov-bf16"].settings or {}):
@@ -77,6 +85,30 @@ def prepare(work: Path, calib_size: int) -> Path:
             print(f"building {backend} {', '.join(precisions)} …", flush=True)
             build_artifacts(deploy, precisions, backend, BuildOptions(**{**options.__dict__, **extra}))
     return deploy
+
+
+def batchnorm_statistics(model: torch.nn.Module, exported: Path, frames: int) -> torch.nn.Module:
+    """`model` with every BatchNorm's running mean and variance measured on `frames` CamVid train
+    frames (a cumulative average, preprocessed as the exported graph reads them). Random
+    initialisation leaves mean 0, variance 1, γ 1, β 0: every bias folded from BatchNorm is then
+    exactly 0, which no trained network has. The frames are the last ones of the train folder
+    (calibration spreads its picks over the whole folder)."""
+    from segdeploy.data import find_images
+    from segdeploy.precision.calibration import CalibrationSet, reader_for
+
+    folder = image_folder("train")
+    images = tuple(find_images(folder)[-frames:])
+    reader = reader_for(Manifest.load(exported), CalibrationSet(folder=folder, images=images, requested=len(images)))
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over every batch
+    frames_in = np.concatenate([next(iter(reader.feed(i).values())) for i in range(len(reader))])
+    model.train()
+    with torch.no_grad():
+        for start in range(0, len(frames_in), 8):  # batches of 8: the ASPP pooling branch's BatchNorm sees 1×1 maps
+            model(torch.from_numpy(frames_in[start:start + 8]))
+    return model.eval()
 
 
 def nncf_model(deploy: Path, work: Path, calib_size: int) -> tuple[Path, dict]:
@@ -155,7 +187,20 @@ def paired_ratio(ours, theirs, x: dict, pairs: int) -> dict | None:
             times[name] = time.perf_counter() - start
         ratios.append(times["ours"] / times["theirs"])
     q1, median, q3 = np.percentile(ratios, [25, 50, 75])
-    return {"pairs": pairs, "median": round(float(median), 3), "q1": round(float(q1), 3), "q3": round(float(q3), 3)}
+    low, high = median_interval(np.asarray(ratios))
+    return {"pairs": pairs, "median": round(float(median), 3), "q1": round(float(q1), 3), "q3": round(float(q3), 3),
+            "median_95": [round(low, 3), round(high, 3)]}
+
+
+def median_interval(ratios: np.ndarray, block: int = 10, resamples: int = 2000) -> tuple[float, float]:
+    """95 % interval of the median ratio: circular block bootstrap (blocks of `block` consecutive
+    pairs, since the machine's load drifts slowly and neighbouring pairs share it)."""
+    rng = np.random.default_rng(0)
+    n = len(ratios)
+    starts = rng.integers(0, n, size=(resamples, -(-n // block)))
+    index = (starts[:, :, None] + np.arange(block)).reshape(resamples, -1)[:, :n] % n
+    low, high = np.percentile(np.median(ratios[index], axis=1), [2.5, 97.5])
+    return float(low), float(high)
 
 
 def main() -> None:
@@ -169,6 +214,8 @@ def main() -> None:
     parser.add_argument("--agree-frames", type=int, default=8)
     parser.add_argument("--pairs", type=int, default=40, help="ov-int8 vs NNCF, call by call")
     parser.add_argument("--no-nncf", action="store_true")
+    parser.add_argument("--bn-frames", type=int, default=0, help="measure BatchNorm statistics on this many CamVid "
+                        "train frames (nonzero folded biases, as in a trained model); 0: random initialisation")
     args = parser.parse_args()
     from contextlib import ExitStack
 
@@ -177,7 +224,7 @@ def main() -> None:
     from segdeploy.timing import summarize, time_interleaved
 
     args.work.mkdir(parents=True, exist_ok=True)
-    deploy = prepare(args.work, args.calib_size)
+    deploy = prepare(args.work, args.calib_size, args.bn_frames)
     nncf_xml, nncf_record = (None, {}) if args.no_nncf else nncf_model(deploy, args.work, args.calib_size)
     x = {"input": np.random.default_rng(0).standard_normal(SHAPE).astype(np.float32)}
     with ExitStack() as stack:
@@ -203,7 +250,7 @@ def main() -> None:
         print(f"| {row['target']} | {row['median_ms']:.1f} | {row['vs_eager']:.3f} | {share} | {layers} |")
     if paired:
         print(f"\n{OURS} / {NNCF}, {paired['pairs']} calls each in pairs: median ratio {paired['median']:.3f} "
-              f"(quartiles {paired['q1']:.3f}–{paired['q3']:.3f})")
+              f"(95 % interval {paired['median_95'][0]:.3f}–{paired['median_95'][1]:.3f}; quartiles {paired['q1']:.3f}–{paired['q3']:.3f})")
     print(f"\n{out}")
 
 

@@ -116,9 +116,22 @@ def _check_request(precisions: list[str], backend_name: str, options: BuildOptio
     if options.budget is not None and options.quant.method == "best":
         raise UsageError("--calib-method best and --miou-budget are two steps, not one build",
                          "run `--calib-method best` first, then --miou-budget with the method it picked")
+    _check_bias_threshold(options.quant, backend(backend_name).graph_target)
     if backend_name != "onnxruntime" and options.ort_optimize:
         raise UsageError("--ort-optimize only applies to --backend onnxruntime")
     return list(dict.fromkeys(precisions))  # keep order, drop repeats
+
+
+def _check_bias_threshold(quant, graph_target: str) -> None:
+    threshold = quant.bias_correction_threshold
+    if threshold is None:
+        return
+    if not threshold > 0:  # NaN too
+        raise UsageError(f"--bias-correction-threshold must be above 0, got {threshold:g}",
+                         "2 is NNCF's rule and the default; inf corrects every layer")
+    if not quant.bias_correction_for(graph_target):
+        raise UsageError(f"--bias-correction-threshold only applies with bias correction, which is off for {graph_target}",
+                         "add --bias-correction, or drop the threshold")
 
 
 def _check_backend_options(spec: BackendSpec, precisions: list[str], options: BuildOptions) -> None:
@@ -175,6 +188,7 @@ def _precision_graph(manifest, precision, target: BackendSpec, options, calib, i
         return FP32_GRAPH.name  # e.g. OpenVINO computes the FP32 graph in bf16/fp16 itself (its precision hint)
     if precision == "fp16":
         return make_fp16(manifest, options.fp16_block_ops, calib, step)
+    _warn_if_checked_inexactly(options.quant.target_for(target.graph_target), warn)
     if options.quant.method == "best":  # every method calibrated and compared; the best one kept
         from segdeploy.precision.compare import make_best_int8
 
@@ -182,6 +196,21 @@ def _precision_graph(manifest, precision, target: BackendSpec, options, calib, i
     if options.budget is not None:
         return make_within_budget(int8, target.graph_target, options.budget, step, warn)
     return int8.make(target.graph_target)
+
+
+def _warn_if_checked_inexactly(quant_target, warn) -> None:
+    """8-bit onnxruntime-family weights asked for on an x86 CPU without VNNI: the graph is for
+    another CPU, but the build's own measurements (calibration choice, budget search, drift) run
+    here, where onnxruntime's INT8 sums saturate (`backends.x86_int8`)."""
+    from segdeploy.backends.x86_int8 import int8_dot_products_exact
+
+    if quant_target.name != "onnxruntime" or quant_target.reduce_range:
+        return
+    exact, reason = int8_dot_products_exact("onnxruntime")
+    if not exact:
+        warn(f"--no-reduce-range on a CPU where {reason}: the INT8 graph is written for an ARM or VNNI CPU, but this "
+             "build's measurements of it (calibration, budget, drift) run here with 16-bit sums that overflow; "
+             "measure it again with `segdeploy bench` on the target CPU")
 
 
 def _describe(manifest: Manifest, name: str, new: bool) -> dict:

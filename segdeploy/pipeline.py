@@ -71,8 +71,10 @@ class PipelineResult:
     gates_passed: bool
 
 
-def run_pipeline(config: PipelineConfig, step: Callable[[str], None] = lambda _: None) -> PipelineResult:
-    """Export, build and bench every model of the config; returns the summary rows and files.
+def run_pipeline(config: PipelineConfig, step: Callable[[str], None] = lambda _: None,
+                 warn: Callable[[str], None] = lambda _: None) -> PipelineResult:
+    """Export, build and bench every model of the config; returns the summary rows and files;
+    `warn` hears what each build warns of (too few calibration images, …).
 
     Every model's deploy directory is checked before any work (`check_outputs`) and locked while
     the pipeline works in it."""
@@ -86,7 +88,7 @@ def run_pipeline(config: PipelineConfig, step: Callable[[str], None] = lambda _:
             if _export(model, directory, step):
                 reused.append(f"{model.name}: export")
             for backend in config.backends:
-                if _build(config, directory, backend, step):
+                if _build(config, directory, backend, step, lambda text, name=model.name: warn(f"{name}: {text}")):
                     reused.append(f"{model.name}: build {backend}")
             step(f"{model.name}: bench")
             result = _bench(config, directory)
@@ -165,7 +167,7 @@ def _export(model: ModelEntry, directory: Path, step) -> bool:
     return False
 
 
-def _build(config: PipelineConfig, directory: Path, backend: str, step) -> bool:
+def _build(config: PipelineConfig, directory: Path, backend: str, step, warn) -> bool:
     from segdeploy.build import BuildOptions, build_artifacts
     from segdeploy.data import find_images
     from segdeploy.precision.graphs import QuantOptions
@@ -173,12 +175,15 @@ def _build(config: PipelineConfig, directory: Path, backend: str, step) -> bool:
     manifest = Manifest.load(directory)
     calib = config.calib
     calib_key = [sha256_file(p) for p in find_images(calib)] if calib else None
+    target = registry.backend(backend).graph_target  # the INT8 settings the build will use, defaults resolved
     quant = QuantOptions(method=config.calib_method, bias_correction=config.bias_correction, weight_rounding=config.weight_rounding,
                          reduce_range=config.reduce_range)
-    target = registry.backend(backend).graph_target  # the INT8 settings the build will use, defaults resolved
+    if quant.bias_correction_for(target):  # one config for every backend: the threshold goes where correction runs
+        quant.bias_correction_threshold = config.bias_correction_threshold
     key = _key({"graph": manifest.artifact(FP32_GRAPH.name).sha256, "precisions": config.precisions, "backend": backend,
                 "calib": calib_key, "calib_size": config.calib_size, "method": quant.method_for(target),
                 "percentile": quant.percentile_for(target), "bias_correction": quant.bias_correction_for(target),
+                "bias_threshold": quant.bias_threshold() if quant.bias_correction_for(target) else None,
                 "weight_rounding": quant.weight_rounding_for(target), "reduce_range": quant.target_for(target).reduce_range,
                 "budget": [config.int8_miou_budget, config.eval_data, config.eval_limit, config.confirm_data,
                            config.split_block, config.accept_unconfirmed]}
@@ -191,7 +196,7 @@ def _build(config: PipelineConfig, directory: Path, backend: str, step) -> bool:
     openvino = {"device": config.openvino_device, "ov_cache": config.openvino_cache} if backend == "openvino" else {}
     options = BuildOptions(calib=calib, calib_size=config.calib_size, quant=quant, budget=budget, **openvino)
     precisions = [p for p in config.precisions if p in registry.backend(backend).precisions]  # bf16: OpenVINO's only
-    result = build_artifacts(directory, precisions, backend, options, step=step, warn=lambda _: None)
+    result = build_artifacts(directory, precisions, backend, options, step=step, warn=warn)
     manifest = Manifest.load(directory)
     manifest.pipeline = manifest.pipeline or PipelineState(export_key="")
     manifest.pipeline.builds[backend] = BuildState(key=key, artifacts=[a["name"] for a in result.artifacts])

@@ -57,6 +57,7 @@ class PipelineConfig:
     calib_size: int = 100
     calib_method: str | None = None  # None: build's default per target (`precision.graphs.DEFAULT_METHOD`)
     bias_correction: bool | None = None  # build --bias-correction / --no-bias-correction (None: per target)
+    bias_correction_threshold: float | None = None  # build --bias-correction-threshold (None: 2; .inf: every layer)
     weight_rounding: str | None = None  # build --weight-rounding gptq|nearest (None: per target)
     reduce_range: bool | None = None  # build --reduce-range / --no-reduce-range (None: on, 7-bit weights)
     int8_miou_budget: float | None = None  # build --miou-budget (INT8 within a budget)
@@ -116,9 +117,10 @@ class _Check:
             return value
         return check
 
-    def number(self, minimum: float, maximum: float | None = None, positive: bool = False) -> Callable:
+    def number(self, minimum: float, maximum: float | None = None, positive: bool = False, infinite: bool = False) -> Callable:
         def check(value, at: str) -> float:
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok = ok and (math.isfinite(value) or (infinite and value == math.inf))
             ok = ok and value >= minimum and (maximum is None or value <= maximum) and (not positive or value > 0)
             if not ok:
                 span = f"{'> 0' if positive else f'>= {minimum:g}'}" + (f" and <= {maximum:g}" if maximum is not None else "")
@@ -250,6 +252,7 @@ def _top_level(check: _Check) -> dict[str, Callable]:
         "split": check.optional(check.string), "calib": check.optional(check.path("dir")),
         "calib_size": check.integer(1), "calib_method": check.choice((*CALIB_METHODS, BEST)),
         "bias_correction": check.optional(check.boolean), "weight_rounding": check.choice(WEIGHT_ROUNDINGS),
+        "bias_correction_threshold": check.optional(check.number(0, positive=True, infinite=True)),
         "reduce_range": check.optional(check.boolean),
         BUDGET_KEY: check.optional(check.number(0)), OLD_BUDGET_KEY: check.optional(check.number(0)),
         "eval_data": check.optional(check.path("dir")),

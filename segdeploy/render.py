@@ -133,7 +133,8 @@ def _artifact_line(item: dict) -> str:
         extra.append(f"weights GPTQ-rounded in {rounding['layers']} layers")
     bias = item.get("bias_correction") or {}
     if bias.get("enabled"):
-        extra.append(f"biases corrected in {bias['layers_corrected']} layers")
+        under = f" (shift < {bias['threshold']:g}× bias; {len(bias.get('layers_skipped') or {})} left alone)" if bias.get("threshold") else ""
+        extra.append(f"biases corrected in {bias['layers_corrected']} layers{under}")
     if item.get("build_seconds") is not None:
         extra.append(f"built in {item['build_seconds']:.1f}s with {item['tensorrt']['flavour']} {item['tensorrt']['version']}")
     state = "" if item["new"] else " (already there)"

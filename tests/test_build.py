@@ -149,6 +149,20 @@ def test_calibration_minimum_is_met_exactly(deploy, tmp_path):
     assert Manifest.load(directory).artifact("onnx-int8-ort").calibration.images == 1
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--bias-correction-threshold", "0"], "--bias-correction-threshold must be above 0, got 0"),
+    (["--bias-correction-threshold", "nan"], "--bias-correction-threshold must be above 0, got nan"),
+    (["--no-bias-correction", "--bias-correction-threshold", "2"], "only applies with bias correction, which is off for onnxruntime"),
+    (["--backend", "tensorrt", "--graph-only", "--bias-correction-threshold", "2"], "which is off for tensorrt"),
+])
+def test_a_bias_correction_threshold_without_correction_or_above_zero_is_refused(deploy, args, message):
+    directory = deploy("static")
+    before = _files(directory)
+    result = build(directory, "-p", "int8", *args)
+    _assert_one_line_error(result, message, exit_code=2)
+    assert _files(directory) == before
+
+
 def test_tensorrt_options_need_the_tensorrt_backend(deploy):
     result = build(deploy("static"), "-p", "fp32", "--min-shapes", "input:1x3x96x160")
     _assert_one_line_error(result, "--min-shapes only apply to --backend tensorrt", exit_code=2)

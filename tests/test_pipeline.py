@@ -42,6 +42,12 @@ def test_demo_pipeline_end_to_end_and_resume(tmp_path):
     config.reduce_range = False
     assert run_pipeline(config).reused == ["demo_unet: export"]
     assert Manifest.load(directory).artifact("onnx-int8-ort").settings["reduce_range"] is False
+    # so does the bias-correction threshold: NNCF's rule (2) by default, every layer with .inf
+    assert Manifest.load(directory).artifact("onnx-int8-ort").bias_correction.threshold == 2.0
+    config.bias_correction_threshold = float("inf")
+    assert run_pipeline(config).reused == ["demo_unet: export"]
+    record = Manifest.load(directory).artifact("onnx-int8-ort").bias_correction
+    assert record.threshold is None and record.layers_skipped == {}
 
 
 def test_yaml_config_with_user_model_and_relative_paths(cli, tmp_path):
@@ -51,11 +57,15 @@ def test_yaml_config_with_user_model_and_relative_paths(cli, tmp_path):
             return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, num_classes, 1))
     '''))
     calib = demo_config().calib
+    few = tmp_path / "few"  # 3 calibration images for calib_size 4: the build's warning must reach the user
+    few.mkdir()
+    for image in sorted((calib / "images").iterdir())[:3]:
+        (few / image.name).write_bytes(image.read_bytes())
     (tmp_path / "pipe.yaml").write_text(textwrap.dedent(f'''
         out: runs
         data: {calib}
         split: val
-        calib: {calib}
+        calib: {few}
         calib_size: 4
         precisions: [fp32, int8]
         bench: {{iterations: 2, warmup: 0, limit: 2, max_miou_drop: 100}}
@@ -70,6 +80,7 @@ def test_yaml_config_with_user_model_and_relative_paths(cli, tmp_path):
     data = json.loads(proc.stdout)
     assert {r["artifact"] for r in data["rows"]} == {"pytorch", "onnx-fp32", "onnx-int8-ort"}
     assert (tmp_path / "runs" / "tiny" / "manifest.json").is_file()
+    assert "warning: tiny: only 3 calibration images" in proc.stderr
 
 
 def test_config_with_fused_export_and_int8_budget(tmp_path):

@@ -57,10 +57,13 @@ def refused(tmp_path: Path, text: str, *contains: str, name: str = "pipe.yaml", 
     ("models: {name: x}", "needs a non-empty `models:` list"),
     ("models: [3]", "models[0]: expected a mapping of settings, got the number 3"),
     ('reduce_range: "no"\n' + GOOD_MODEL, "reduce_range: expected true or false, got the string 'no'"),
+    ("bias_correction_threshold: 0\n" + GOOD_MODEL, "bias_correction_threshold: expected a number > 0, got the number 0"),
+    ("bias_correction_threshold: -.inf\n" + GOOD_MODEL, "bias_correction_threshold: expected a number > 0"),
 ], ids=["bool-as-string", "int-as-word", "int-as-bool", "kwargs-string", "bench-list", "shape-int", "shape-zero",
         "precisions-commas", "dynamic-commas", "unknown-top", "unknown-model", "unknown-bench", "agreement-150",
         "iterations-0", "nan-gate", "std-zero", "mean-nan", "weights-missing", "unknown-source", "factory-missing",
-        "calib-missing", "out-null", "empty-file", "models-mapping", "model-number", "reduce-range-string"])
+        "calib-missing", "out-null", "empty-file", "models-mapping", "model-number", "reduce-range-string",
+        "threshold-zero", "threshold-minus-inf"])
 def test_wrong_types_and_keys_are_refused_before_any_work(tmp_path, text, message):
     refused(tmp_path, text, message)
 

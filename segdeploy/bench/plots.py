@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,9 @@ def write_plots(report: dict, directory: Path, examples: dict | None) -> list[Pa
 def latency_distribution(plt, report: dict):
     figure, axis = plt.subplots(figsize=(7, 3.5))
     names = [n for n, t in report["targets"].items() if t.get("latency")]
-    axis.boxplot([report["targets"][n]["latency"]["samples_ms"] for n in names], vert=False, showfliers=True)
+    # Matplotlib 3.10 replaced vert=False with orientation="horizontal" (vert warns from 3.11); 3.7 has only vert
+    sideways = {"orientation": "horizontal"} if "orientation" in inspect.signature(axis.boxplot).parameters else {"vert": False}
+    axis.boxplot([report["targets"][n]["latency"]["samples_ms"] for n in names], showfliers=True, **sideways)
     axis.set_yticks(range(1, len(names) + 1), names)
     axis.set_xlabel("inference latency per batch (ms)")
     axis.set_title("latency distribution")

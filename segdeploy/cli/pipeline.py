@@ -23,7 +23,7 @@ def pipeline_command(
     with user_errors():
         settings = load_config(config, out, warn=warn) if config is not None else demo_config(out)
         with Steps(quiet=as_json) as steps:
-            result = run_pipeline(settings, step=steps)
+            result = run_pipeline(settings, step=steps, warn=warn)
         data = {"out": str(result.out), "rows": result.rows, "files": [str(p) for p in result.files],
                 "reused": result.reused, "gates_passed": result.gates_passed}
 

@@ -161,6 +161,7 @@ class BiasCorrectionRecord(Record):
     layers_corrected: int | None = optional()
     layers_skipped: dict[str, str] = field(default_factory=dict)  # node → why
     largest_shift: dict | None = optional()  # node, value (the largest |shift| of any channel)
+    threshold: float | None = optional()  # layers with |shift| ≥ threshold × |bias| (or a 0 bias) left alone; None: none
     unknown: dict = keeps_unknown()
 
     @classmethod

@@ -56,12 +56,15 @@ class Layer:
 
 
 def correct_biases(prepared: Path, written: Path, write: Callable[[Path, Path], None], batches: Iterable[dict],
-                   mode: str = DEFAULT_MODE, skip: Iterable[str] = ()) -> BiasCorrectionRecord:
+                   mode: str = DEFAULT_MODE, skip: Iterable[str] = (), threshold: float | None = None) -> BiasCorrectionRecord:
     """Rewrite the Q/DQ graph `written` (made from `prepared` by `write`) with corrected biases.
 
     `write(source, dest)` writes the Q/DQ graph of `source` (the caller's target and cached
     ranges); `batches`: the calibration batches ({input name: array}); `skip`: nodes left
-    uncorrected (layers that will be kept in float). Returns the manifest's record.
+    uncorrected (layers that will be kept in float); `threshold`: leave a layer uncorrected when
+    its shift is that many times its float bias or more in some channel, or its bias is 0 in
+    some channel (NNCF's fast bias correction rule, threshold 2); None: correct every layer.
+    Returns the manifest's record.
     """
     if mode not in MODES:
         raise ValueError(f"bias correction mode must be one of {MODES}, got {mode!r}")
@@ -69,15 +72,15 @@ def correct_biases(prepared: Path, written: Path, write: Callable[[Path, Path], 
     skipped = set(skip)
     layers = [layer for layer in quantized_layers(onnx.load(str(written)), float_model) if layer.node not in skipped]
     if not layers:
-        return BiasCorrectionRecord(enabled=True, mode=mode, images=0, layers_corrected=0)
+        return BiasCorrectionRecord(enabled=True, mode=mode, images=0, layers_corrected=0, threshold=threshold)
     means, images = input_means(prepared, layers, batches, mode)
     shifts = {layer.node: layer_shift(layer, *means[layer.node], mode) for layer in layers}
-    corrected, folded = fold_shifts(float_model, shifts)
+    corrected, folded = fold_shifts(float_model, shifts, threshold)
     with tempfile.TemporaryDirectory(prefix="segdeploy-bias-") as scratch:
         source = Path(scratch) / "corrected.onnx"
         onnx.save(corrected, str(source))
         write(source, written)
-    return _record(mode, images, shifts, folded)
+    return _record(mode, images, shifts, folded, threshold)
 
 
 # -- reading the Q/DQ graph ------------------------------------------------------------------
@@ -276,8 +279,10 @@ def _apply(layer: Layer, weight: np.ndarray, mean: np.ndarray) -> np.ndarray:
 
 # -- folding --------------------------------------------------------------------------------
 
-def fold_shifts(model: onnx.ModelProto, shifts: dict[str, np.ndarray]) -> tuple[onnx.ModelProto, dict[str, str]]:
-    """A copy of the float graph with b − shift as each layer's bias; returns it and what was done per layer."""
+def fold_shifts(model: onnx.ModelProto, shifts: dict[str, np.ndarray],
+                threshold: float | None = None) -> tuple[onnx.ModelProto, dict[str, str]]:
+    """A copy of the float graph with b − shift as each layer's bias (within `threshold`, see
+    `correct_biases`); returns it and what was done per layer."""
     corrected = onnx.ModelProto()
     corrected.CopyFrom(model)
     inits = {i.name: i for i in corrected.graph.initializer}
@@ -291,19 +296,25 @@ def fold_shifts(model: onnx.ModelProto, shifts: dict[str, np.ndarray]) -> tuple[
             continue
         shift = shifts[node.name]
         if node.op_type in ("Conv", "Gemm"):
-            folded[node.name] = _fold_into_input(corrected, node, 2, shift, inits)
+            folded[node.name] = _fold_into_input(corrected, node, 2, shift, inits, threshold)
         else:
             add = _bias_add(node, consumers, inits)
-            folded[node.name] = _fold_into_input(corrected, add, _constant_index(add, inits), shift, inits) if add else "no bias to fold into"
+            folded[node.name] = (_fold_into_input(corrected, add, _constant_index(add, inits), shift, inits, threshold)
+                                 if add else "no bias to fold into")
     return corrected, folded
 
 
-def _fold_into_input(model: onnx.ModelProto, node: onnx.NodeProto, index: int, shift: np.ndarray, inits: dict) -> str:
+def _fold_into_input(model: onnx.ModelProto, node: onnx.NodeProto, index: int, shift: np.ndarray, inits: dict,
+                     threshold: float | None = None) -> str:
     """A new initializer `<node>.bias_corrected` = old bias (or 0) − shift, read only by `node`."""
     if index < len(node.input) and node.input[index]:
         old = numpy_helper.to_array(inits[node.input[index]])
         if old.size != shift.size:
             return f"bias of shape {list(old.shape)} does not match {shift.size} output channels"
+        if threshold is not None and not _within(shift, old.reshape(-1), threshold):
+            return f"shift ≥ {threshold:g}× the bias in some channel (or a bias of 0)"
+    elif threshold is not None:
+        return "no bias (a threshold is set)"
     else:
         old = np.zeros(shift.size, np.float32)
         while len(node.input) < index:
@@ -313,6 +324,13 @@ def _fold_into_input(model: onnx.ModelProto, node: onnx.NodeProto, index: int, s
     model.graph.initializer.append(numpy_helper.from_array((old.reshape(-1) - shift).astype(np.float32).reshape(old.shape), name))
     node.input[index] = name
     return CORRECTED
+
+
+def _within(shift: np.ndarray, bias: np.ndarray, threshold: float) -> bool:
+    """NNCF's magnitude rule: max |shift / bias| < threshold, and no channel's bias exactly 0."""
+    if np.any(bias == 0):
+        return False
+    return float(np.max(np.abs(shift / bias.astype(np.float64)))) < threshold
 
 
 def _bias_add(matmul: onnx.NodeProto, consumers: dict, inits: dict) -> onnx.NodeProto | None:
@@ -326,11 +344,12 @@ def _constant_index(node: onnx.NodeProto, inits: dict) -> int | None:
     return next((i for i, name in enumerate(node.input) if name in inits), None)
 
 
-def _record(mode: str, images: int, shifts: dict, folded: dict) -> BiasCorrectionRecord:
+def _record(mode: str, images: int, shifts: dict, folded: dict, threshold: float | None) -> BiasCorrectionRecord:
     largest = max(shifts, key=lambda node: float(np.abs(shifts[node]).max()))
     return BiasCorrectionRecord(
         enabled=True, mode=mode, images=images,
         layers_corrected=sum(1 for how in folded.values() if how == CORRECTED),
         layers_skipped={node: how for node, how in folded.items() if how != CORRECTED},
         largest_shift={"node": largest, "value": round(float(np.abs(shifts[largest]).max()), 6)},
+        threshold=threshold,
     )

@@ -152,3 +152,23 @@ def test_reduce_range_target_settings():
     assert quantize.weight_limits(quantize.target_for("onnxruntime")) == (-64, 64)
     assert quantize.weight_limits(quantize.target_for("onnxruntime", False)) == (-127, 127)
     assert quantize.target_for("tensorrt", True).reduce_range is False  # TensorRT accumulates in 32 bits
+
+
+def test_an_8bit_build_on_a_cpu_without_vnni_warns_its_measurements_saturate(tmp_path, monkeypatch):
+    """--no-reduce-range is for another CPU; this one's sums saturate, so the build's own drift and
+    calibration measurements of the graph are not the target's: the user is told."""
+    from segdeploy.build import BuildOptions, build_artifacts
+    from segdeploy.precision.graphs import QuantOptions
+    from tests.helpers import export_demo
+
+    monkeypatch.setattr(x86_int8, "cpu_has_vnni", lambda: False)
+    monkeypatch.setattr(x86_int8, "is_x86", lambda: True)
+    deploy = export_demo(tmp_path / "d")
+    warnings = []
+    build_artifacts(deploy, ["int8"], "onnxruntime", BuildOptions(calib=CALIB, calib_size=4, quant=QuantOptions(reduce_range=False)),
+                    warn=warnings.append)
+    assert any("--no-reduce-range" in w and "no VNNI" in w for w in warnings), warnings
+    assert Manifest.load(deploy).artifact("onnx-int8-ort").settings["reduce_range"] is False
+    warnings.clear()  # the default (7-bit) graph is exact here: nothing to warn about
+    build_artifacts(deploy, ["int8"], "onnxruntime", BuildOptions(calib=CALIB, calib_size=4), warn=warnings.append)
+    assert not any("VNNI" in w for w in warnings), warnings

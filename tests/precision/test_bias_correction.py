@@ -278,19 +278,46 @@ def test_build_corrects_every_quantized_layer_of_the_tensorrt_graph_and_records_
     from segdeploy.manifest import Manifest
 
     directory = deploy("static")
-    result = _build(cli, directory, calib_dir, "--backend", "tensorrt", "--graph-only", "--bias-correction")
+    result = _build(cli, directory, calib_dir, "--backend", "tensorrt", "--graph-only", "--bias-correction",
+                    "--bias-correction-threshold", "inf")
     assert result.returncode == 0, result.stderr
     entry = Manifest.load(directory).artifact("onnx-int8-trt")
     graph = onnx.load(str(directory / entry.file))
     layers = _weighted_layers(graph)
     record = entry.bias_correction
-    assert record.enabled and record.mode == "weights" and record.images == 8
+    assert record.enabled and record.mode == "weights" and record.images == 8 and record.threshold is None
     assert record.layers_corrected == len(layers) > 0
     assert entry.calibration.method == "mean-minmax" and entry.calibration.percentile is None  # TensorRT's default
     fp32_biases = set(_initializers(directory / "model.onnx"))
     # TensorRT keeps biases in float: every quantized Conv reads its own corrected float bias
     assert all(n.input[2] == f"{n.name}.bias_corrected" and n.input[2] not in fp32_biases for n in layers)
     assert f"biases corrected in {len(layers)} layers" in result.stdout
+
+
+def test_by_default_a_layer_is_corrected_only_while_its_shift_is_under_twice_its_bias(cli, deploy, calib_dir):
+    """NNCF's rule, read off the written graph: a corrected layer's bias moved by less than 2× the FP32
+    bias in every channel (none of which is 0); a layer left alone reads its FP32 bias."""
+    from segdeploy.manifest import Manifest
+
+    directory = deploy("static")
+    result = _build(cli, directory, calib_dir, "--backend", "tensorrt", "--graph-only", "--bias-correction")
+    assert result.returncode == 0, result.stderr
+    entry = Manifest.load(directory).artifact("onnx-int8-trt")
+    graph = onnx.load(str(directory / entry.file))
+    written = {i.name: numpy_helper.to_array(i) for i in graph.graph.initializer}
+    corrected = skipped = 0
+    for node in _weighted_layers(graph):
+        old, new = _fp32_bias(directory, node.name), written[node.input[2]]
+        if node.input[2] == f"{node.name}.bias_corrected":
+            assert np.all(old != 0) and np.max(np.abs((new - old) / old)) < 2
+            corrected += 1
+        else:
+            np.testing.assert_array_equal(new, old)
+            skipped += 1
+    assert entry.bias_correction.threshold == 2.0
+    assert (entry.bias_correction.layers_corrected, len(entry.bias_correction.layers_skipped)) == (corrected, skipped)
+    assert corrected > 0 and skipped > 0
+    assert f"biases corrected in {corrected} layers (shift < 2× bias; {skipped} left alone)" in result.stdout
 
 
 @pytest.mark.parametrize("off", [["--no-bias-correction"], []])  # TensorRT's default: off (README, "INT8 accuracy")
@@ -326,7 +353,9 @@ def test_onnxruntime_graph_quantizes_the_corrected_bias(cli, deploy, calib_dir):
         step = numpy_helper.to_array(inits[dq.input[1]])
         value = numpy_helper.to_array(inits[dq.input[0]]) * step
         moved += int(np.any(np.abs(value - _fp32_bias(directory, node.name)) > step))  # more than bias rounding alone
-    assert entry.bias_correction.layers_corrected == len(_weighted_layers(graph)) and moved > 0
+    record = entry.bias_correction
+    assert record.layers_corrected + len(record.layers_skipped) == len(_weighted_layers(graph))
+    assert moved == record.layers_corrected > 0
 
 
 def test_cli_and_pipeline_defaults_are_the_measured_ones():
@@ -339,9 +368,12 @@ def test_cli_and_pipeline_defaults_are_the_measured_ones():
     from segdeploy.precision.graphs import QuantOptions
 
     options = inspect.signature(build_command).parameters
-    assert all(options[name].default is None for name in ("calib_method", "percentile", "bias_correction", "weight_rounding"))
+    assert all(options[name].default is None
+               for name in ("calib_method", "percentile", "bias_correction", "bias_correction_threshold", "weight_rounding"))
     config = PipelineConfig(out=None, models=[])
     assert config.calib_method is None and config.bias_correction is None and config.weight_rounding is None
+    assert config.bias_correction_threshold is None
+    assert QuantOptions().bias_threshold() == 2.0 and QuantOptions(bias_correction_threshold=float("inf")).bias_threshold() is None
     defaults = QuantOptions()  # what None means, per target
     assert (defaults.method_for("onnxruntime"), defaults.percentile_for("onnxruntime"), defaults.bias_correction_for("onnxruntime")) == (
         "percentile", 99.99, True)
@@ -398,3 +430,31 @@ def test_a_layer_kept_in_float_drops_the_bias_correction_added(tmp_path, target_
     np.testing.assert_array_equal({i.name: numpy_helper.to_array(i) for i in mixed.graph.initializer}[head.input[1]],
                                   _initializers(seeded)["w4"])
     ort.InferenceSession(mixed.SerializeToString(), providers=["CPUExecutionProvider"])  # still a valid graph
+
+
+def test_a_threshold_corrects_only_layers_whose_shift_is_small_against_their_bias(tmp_path):
+    """NNCF's rule (`threshold`): a layer is corrected only when max |shift / bias| < threshold and no
+    channel's bias is 0; the shifts are measured by running each layer, not by the module."""
+    seeded = tmp_path / "float.onnx"
+    onnx.save(_conv_model(), str(seeded))
+    calib = _batches(0, 4)
+    write = _writer(TARGETS["tensorrt"], calib, tmp_path / "cache.json")
+    written = tmp_path / "corrected.onnx"
+    write(seeded, written)
+    float_model = onnx.load(str(seeded))
+    before = _biases(float_model, _initializers(seeded))
+    magnitude = {layer.node: float(np.max(np.abs(_direct_shift(float_model, layer.node, layer.weight_q, None, calib) / before[layer.node])))
+                 for layer in quantized_layers(onnx.load(str(written)), float_model) if before[layer.node] is not None}
+    ordered = sorted(magnitude.values())
+    threshold = float(np.sqrt(ordered[0] * ordered[-1]))  # some layers on each side
+    small = {node for node, value in magnitude.items() if value < threshold}
+    assert small and small != set(magnitude)
+    record = correct_biases(seeded, written, write, calib, threshold=threshold)
+    assert set(record.layers_skipped) == (set(magnitude) - small) | {"head"}  # head has no bias: none is added
+    assert record.layers_corrected == len(small)
+    after = _initializers(written)
+    assert {name for name in after if name.endswith(".bias_corrected")} == {f"{node}.bias_corrected" for node in small}
+    corrected = {n.name: n for n in onnx.load(str(written)).graph.node}
+    for node in set(magnitude) - small:  # left alone: the float bias as it was
+        np.testing.assert_array_equal(after[corrected[node].input[2]], before[node])
+    assert len(corrected["head"].input) == 2
