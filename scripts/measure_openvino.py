@@ -82,6 +82,8 @@ def prepare(work: Path, calib_size: int, bn_frames: int) -> Path:
                                        ("openvino", ["fp32", "bf16", "int8"], {})):
         wanted = {"onnxruntime": ["onnx-int8-ort"], "tensorrt": ["onnx-int8-trt"]}.get(backend, [f"ov-{p}" for p in precisions])
         if not all(name in have for name in wanted):
+            if backend == "openvino":  # each precision is its own artifact: only the missing ones
+                precisions = [p for p, name in zip(precisions, wanted) if name not in have]
             print(f"building {backend} {', '.join(precisions)} …", flush=True)
             build_artifacts(deploy, precisions, backend, BuildOptions(**{**options.__dict__, **extra}))
     return deploy

@@ -334,14 +334,23 @@ def build_artifact(job) -> str:
     written, so a graph OpenVINO cannot read or compile, a missing device or an unsupported
     precision leaves nothing behind. A hinted precision (bf16, fp16) on a CPU keeps the layers
     measured slower in the hint in FP32 (`openvino_layers`, unless `--no-ov-fp32-where-faster`).
-    `--ov-cache` also stores the compiled model (a companion file, `names.openvino_blob`).
+    `--ov-cache` also stores the compiled model (a companion file, `names.openvino_blob`). INT8 reads
+    the graph with its U8 activations of zero point 128 as S8 (`openvino_qdq`: the same arithmetic).
     """
+    source = job.manifest.verify(job.graph)
+    job.step(f"compiling {source.name} with OpenVINO for {job.context} ({job.precision})")
+    with tempfile.TemporaryDirectory(prefix="segdeploy-ov-") as scratch:  # lives until the IR is saved
+        return _build_ir(job, source, Path(scratch))
+
+
+def _build_ir(job, source: Path, scratch: Path) -> str:
     from segdeploy.backends.x86_int8 import weights_record
     from segdeploy.manifest import tool_versions
 
     manifest, precision, device = job.manifest, job.precision, job.context
-    source = manifest.verify(job.graph)
-    job.step(f"compiling {source.name} with OpenVINO for {device} ({precision})")
+    signed = 0
+    if precision == "int8":  # U8 activations with zero point 128 read as S8: the same values, no zero point
+        source, signed = _signed_midpoints(source, scratch)
     model = read_graph(source)
     compiled = compile_model(model, precision, device)
     made = openvino_ir(precision)
@@ -358,6 +367,9 @@ def build_artifact(job) -> str:
     counts = runtime_precisions(compiled)
     parent = manifest.artifact(job.graph)
     settings = {**compile_config(precision), "source_graph": parent.file, **weights_record(precision, parent)}
+    if signed:
+        settings["signed_midpoint_activations"] = signed
+        job.notes.append(f"{made.name}: {signed} activation(s) in U8 with zero point 128 read as S8 (the same values)")
     if layer_choice is not None:
         settings["fp32_where_faster"] = layer_choice.record()
         job.notes.append(f"{made.name}: {layer_choice.summary()}")
@@ -371,6 +383,21 @@ def build_artifact(job) -> str:
     layers = ", ".join(f"{n} in {p}" for p, n in counts.items()) or "no convolution/matmul layers"
     job.notes.append(f"{made.name}: {device} computes {layers} (compute layers, from the execution graph) from {parent.file}")
     return made.name
+
+
+def _signed_midpoints(source: Path, scratch: Path) -> tuple[Path, int]:
+    """`source` with its U8/128 activations as S8/0 (`openvino_qdq`), in `scratch` when any changed."""
+    import onnx
+
+    from segdeploy.backends.openvino_qdq import signed_midpoints
+
+    model = onnx.load(str(source))
+    changed = signed_midpoints(model)
+    if not changed:
+        return source, 0
+    rewritten = scratch / source.name
+    onnx.save(model, str(rewritten))
+    return rewritten, changed
 
 
 def _choose_layers(manifest, xml: Path, precision: str, device: str, unmarked, step):
