@@ -76,10 +76,11 @@ def correct_biases(prepared: Path, written: Path, write: Callable[[Path, Path], 
     means, images = input_means(prepared, layers, batches, mode)
     shifts = {layer.node: layer_shift(layer, *means[layer.node], mode) for layer in layers}
     corrected, folded = fold_shifts(float_model, shifts, threshold)
-    with tempfile.TemporaryDirectory(prefix="segdeploy-bias-") as scratch:
-        source = Path(scratch) / "corrected.onnx"
-        onnx.save(corrected, str(source))
-        write(source, written)
+    if CORRECTED in folded.values():  # every layer left alone (a threshold): `written` already is that graph
+        with tempfile.TemporaryDirectory(prefix="segdeploy-bias-") as scratch:
+            source = Path(scratch) / "corrected.onnx"
+            onnx.save(corrected, str(source))
+            write(source, written)
     return _record(mode, images, shifts, folded, threshold)
 
 

@@ -458,3 +458,19 @@ def test_a_threshold_corrects_only_layers_whose_shift_is_small_against_their_bia
     for node in set(magnitude) - small:  # left alone: the float bias as it was
         np.testing.assert_array_equal(after[corrected[node].input[2]], before[node])
     assert len(corrected["head"].input) == 2
+
+
+def test_nothing_within_the_threshold_leaves_the_written_graph_without_quantizing_it_again(tmp_path):
+    """Every layer left alone: the Q/DQ graph on disk already is the answer; no second quantization."""
+    seeded = tmp_path / "float.onnx"
+    onnx.save(_conv_model(), str(seeded))
+    calib = _batches(0, 4)
+    write = _writer(TARGETS["tensorrt"], calib, tmp_path / "cache.json")
+    written = tmp_path / "plain.onnx"
+    write(seeded, written)
+    before = written.read_bytes()
+    calls = []
+    record = correct_biases(seeded, written, lambda source, dest: calls.append(source) or write(source, dest), calib,
+                            threshold=1e-9)
+    assert record.layers_corrected == 0 and set(record.layers_skipped) == set(CONV_LAYERS)
+    assert calls == [] and written.read_bytes() == before
