@@ -432,15 +432,21 @@ def test_a_layer_kept_in_float_drops_the_bias_correction_added(tmp_path, target_
     ort.InferenceSession(mixed.SerializeToString(), providers=["CPUExecutionProvider"])  # still a valid graph
 
 
-def test_a_threshold_corrects_only_layers_whose_shift_is_small_against_their_bias(tmp_path):
-    """NNCF's rule (`threshold`): a layer is corrected only when max |shift / bias| < threshold and no
-    channel's bias is 0; the shifts are measured by running each layer, not by the module."""
+def _written_tensorrt_graph(tmp_path: Path):
+    """The seeded conv graph, 4 calibration batches, the TensorRT writer and its Q/DQ graph written."""
     seeded = tmp_path / "float.onnx"
     onnx.save(_conv_model(), str(seeded))
     calib = _batches(0, 4)
     write = _writer(TARGETS["tensorrt"], calib, tmp_path / "cache.json")
-    written = tmp_path / "corrected.onnx"
+    written = tmp_path / "written.onnx"
     write(seeded, written)
+    return seeded, calib, write, written
+
+
+def test_a_threshold_corrects_only_layers_whose_shift_is_small_against_their_bias(tmp_path):
+    """NNCF's rule (`threshold`): a layer is corrected only when max |shift / bias| < threshold and no
+    channel's bias is 0; the shifts are measured by running each layer, not by the module."""
+    seeded, calib, write, written = _written_tensorrt_graph(tmp_path)
     float_model = onnx.load(str(seeded))
     before = _biases(float_model, _initializers(seeded))
     magnitude = {layer.node: float(np.max(np.abs(_direct_shift(float_model, layer.node, layer.weight_q, None, calib) / before[layer.node])))
@@ -462,12 +468,7 @@ def test_a_threshold_corrects_only_layers_whose_shift_is_small_against_their_bia
 
 def test_nothing_within_the_threshold_leaves_the_written_graph_without_quantizing_it_again(tmp_path):
     """Every layer left alone: the Q/DQ graph on disk already is the answer; no second quantization."""
-    seeded = tmp_path / "float.onnx"
-    onnx.save(_conv_model(), str(seeded))
-    calib = _batches(0, 4)
-    write = _writer(TARGETS["tensorrt"], calib, tmp_path / "cache.json")
-    written = tmp_path / "plain.onnx"
-    write(seeded, written)
+    seeded, calib, write, written = _written_tensorrt_graph(tmp_path)
     before = written.read_bytes()
     calls = []
     record = correct_biases(seeded, written, lambda source, dest: calls.append(source) or write(source, dest), calib,
